@@ -1,0 +1,1 @@
+"""gRPC server of interest-tree: servicers, conversion, runtime and CLI."""

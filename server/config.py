@@ -1,0 +1,45 @@
+"""Server settings: command-line flags override environment variables (INTEREST_TREE_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taxonomy.naming import NamingMode
+
+EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTEREST_TREE_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=50051, ge=0, le=65535)
+    data_dir: Path = Path("var/data")
+
+    llm_url: str | None = None
+    """OpenAI-compatible base URL of a vLLM deployment (…/v1); unset starts the embedded one."""
+    llm_model: str | None = None
+    llm_api_key: str = "EMPTY"
+    llm_timeout_s: float = 60.0
+    llm_concurrency: int = Field(default=4, ge=1, le=256)
+    naming_mode: NamingMode = NamingMode.CHOOSE
+
+    embedded_llm: bool = True
+    """Start a local vLLM server when llm_url is unset; false builds trees from data alone."""
+    embedded_llm_port: int = Field(default=0, ge=0, le=65535)
+    embedded_llm_ready_timeout_s: float = 600.0
+    cache_dir: Path | None = None
+
+    embedding_url: str | None = None
+    """OpenAI-compatible /v1 base URL for embeddings; unset uses local sentence-transformers."""
+    embedding_model: str | None = None
+    embedding_dim: int = 384
+
+    half_life_events: float = Field(default=50.0, gt=0)
+    level_weights: tuple[float, ...] = (0.15, 0.25, 0.3, 0.3)
+    hnsw_ef_search: int = Field(default=128, ge=10)
+    index_save_interval_s: float = Field(default=5.0, gt=0)
+    grace_period_s: float = 5.0

@@ -1,0 +1,140 @@
+"""The quickstart's main job: the real server on the embedded default, fed the shipped sample
+over gRPC, printing each user's interests level by level and attributed recommendations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from interesttree.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    interest_pb2,
+    interest_pb2_grpc,
+    recommendation_pb2,
+    recommendation_pb2_grpc,
+)
+
+from server.app import Runtime, create_server
+from server.config import Settings
+
+
+def load_sample() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    folder = resources.files("server") / "sample"
+    catalog = json.loads((folder / "catalog.json").read_text())["items"]
+    users = json.loads((folder / "users.json").read_text())["users"]
+    return catalog, users
+
+
+def sample_requests(
+    start: datetime,
+) -> tuple[catalog_pb2.UpsertItemsRequest, interest_pb2.RecordEventsRequest]:
+    catalog, users = load_sample()
+    items = catalog_pb2.UpsertItemsRequest(
+        items=[
+            catalog_pb2.Item(
+                name=f"items/{entry['item_id']}",
+                title=entry["title"],
+                description=entry["description"],
+                categories=entry["categories"],
+                tags=entry["tags"],
+            )
+            for entry in catalog
+        ]
+    )
+    events = interest_pb2.RecordEventsRequest(request_id="sample-events-v1")
+    for user in users:
+        for day, item_id in enumerate(user["items"]):
+            event = events.events.add(
+                user=f"users/{user['user_id']}",
+                item=f"items/{item_id}",
+                type=interest_pb2.EVENT_TYPE_VIEW,
+            )
+            event.event_time.FromDatetime(start + timedelta(days=day))
+    return items, events
+
+
+async def wait_serving(channel: grpc.aio.Channel, timeout_s: float) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        if response.status == health_pb2.HealthCheckResponse.SERVING:
+            return
+        if response.status != last:
+            print("  waiting for the language model to answer (health NOT_SERVING)…", flush=True)
+            last = response.status
+        await asyncio.sleep(1.0)
+    raise TimeoutError("the server did not become SERVING in time")
+
+
+async def run_demo(settings: Settings) -> int:
+    if settings.port == Settings.model_fields["port"].default:
+        settings = settings.model_copy(update={"port": 0})
+    started = time.perf_counter()
+    print(f"Starting interest-tree (data under {settings.data_dir})…", flush=True)
+    runtime = await Runtime.create(settings)
+    server, port = create_server(f"{settings.host}:{settings.port}", runtime.engine, runtime.health)
+    await server.start()
+    await runtime.start_background()
+    try:
+        async with grpc.aio.insecure_channel(f"{settings.host}:{port}") as channel:
+            await wait_serving(channel, settings.embedded_llm_ready_timeout_s)
+            print(f"Server SERVING on port {port} after {time.perf_counter() - started:.0f} s.\n")
+            catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+            interests = interest_pb2_grpc.InterestServiceStub(channel)
+            recommender = recommendation_pb2_grpc.RecommendationServiceStub(channel)
+            admin = admin_pb2_grpc.AdminServiceStub(channel)
+            items, events = sample_requests(datetime(2024, 1, 1, tzinfo=UTC))
+            await catalog.UpsertItems(items, timeout=120)
+            recorded = await interests.RecordEvents(events, timeout=30)
+            await admin.RefreshModels(admin_pb2.RefreshModelsRequest(), timeout=300)
+            print(
+                f"Loaded {len(items.items)} items and {len(events.events)} events "
+                f"({recorded.recorded_count} new).\n"
+            )
+            titles = {item.name: item.title for item in items.items}
+            users = sorted({event.user for event in events.events})
+            for user in users:
+                build_started = time.perf_counter()
+                built = await interests.BuildInterestTree(
+                    interest_pb2.BuildInterestTreeRequest(user=user), timeout=300
+                )
+                explained = await interests.ExplainInterests(
+                    interest_pb2.ExplainInterestsRequest(user=user), timeout=120
+                )
+                print(
+                    f"== {user}: tree revision {built.tree.revision}, {len(built.tree.nodes)} "
+                    f"nodes, built in {time.perf_counter() - build_started:.1f} s "
+                    f"(model: {built.tree.model or 'none'})"
+                )
+                for level in explained.levels:
+                    print(f"  Level {level.level} (weight {level.level_weight:.2f})")
+                    for node in level.nodes:
+                        source = interest_pb2.TextSource.Name(node.label_source)[12:].lower()
+                        evidence = ", ".join(titles[name] for name in node.evidence_items[:3])
+                        print(f"    - {node.label} [{node.weight:.0%}, label from {source}]")
+                        print(f"      {node.explanation}")
+                        print(f"      evidence: {evidence}")
+                recommended = await recommender.Recommend(
+                    recommendation_pb2.RecommendRequest(user=user, page_size=5), timeout=60
+                )
+                print("  Recommendations:")
+                for rec in recommended.recommendations:
+                    print(f"    * {titles[rec.item]} (score {rec.score:.3f}) — {rec.reason}")
+                print()
+    finally:
+        await runtime.health.enter_graceful_shutdown()
+        await server.stop(settings.grace_period_s)
+        await runtime.close()
+    print(f"Done in {time.perf_counter() - started:.0f} s.")
+    return 0

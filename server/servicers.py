@@ -1,0 +1,138 @@
+"""Thin gRPC servicers: convert the request, call the engine, convert the result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from interesttree.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    interest_pb2,
+    interest_pb2_grpc,
+    recommendation_pb2,
+    recommendation_pb2_grpc,
+)
+
+from server import convert
+from taxonomy.engine import InterestEngine
+
+
+class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
+    def __init__(self, engine: InterestEngine) -> None:
+        self._engine = engine
+
+    async def UpsertItems(
+        self, request: catalog_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> catalog_pb2.UpsertItemsResponse:
+        stored = await self._engine.upsert_items(convert.items_from_request(request))
+        return catalog_pb2.UpsertItemsResponse(items=[convert.item_to_proto(i) for i in stored])
+
+    async def GetItem(
+        self, request: catalog_pb2.GetItemRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> catalog_pb2.GetItemResponse:
+        item = await self._engine.get_item(convert.require_item(request.name))
+        return catalog_pb2.GetItemResponse(item=convert.item_to_proto(item))
+
+    async def ListItems(
+        self, request: catalog_pb2.ListItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> catalog_pb2.ListItemsResponse:
+        limit = convert.page_size(
+            request.page_size,
+            default=convert.DEFAULT_LIST_PAGE_SIZE,
+            maximum=convert.MAX_LIST_PAGE_SIZE,
+        )
+        after = convert.decode_page_token(request.page_token)
+        # One extra row tells whether another page exists without a COUNT query.
+        items = await self._engine.list_items(after, limit + 1)
+        token = convert.encode_page_token(items[limit - 1].item_id) if len(items) > limit else ""
+        return catalog_pb2.ListItemsResponse(
+            items=[convert.item_to_proto(i) for i in items[:limit]], next_page_token=token
+        )
+
+    async def DeleteItems(
+        self, request: catalog_pb2.DeleteItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> catalog_pb2.DeleteItemsResponse:
+        deleted = await self._engine.delete_items(
+            convert.delete_ids_from_request(request), allow_missing=request.allow_missing
+        )
+        return catalog_pb2.DeleteItemsResponse(deleted_count=deleted)
+
+
+class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
+    def __init__(self, engine: InterestEngine) -> None:
+        self._engine = engine
+
+    async def RecordEvents(
+        self, request: interest_pb2.RecordEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> interest_pb2.RecordEventsResponse:
+        events, request_id = convert.events_from_request(request)
+        recorded = await self._engine.record_events(events, request_id)
+        return interest_pb2.RecordEventsResponse(recorded_count=recorded)
+
+    async def BuildInterestTree(
+        self,
+        request: interest_pb2.BuildInterestTreeRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> interest_pb2.BuildInterestTreeResponse:
+        result = await self._engine.build_tree(convert.require_user(request.user))
+        return interest_pb2.BuildInterestTreeResponse(tree=convert.tree_to_proto(result.tree))
+
+    async def GetInterestTree(
+        self,
+        request: interest_pb2.GetInterestTreeRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> interest_pb2.GetInterestTreeResponse:
+        tree = await self._engine.get_tree(convert.require_tree(request.name))
+        return interest_pb2.GetInterestTreeResponse(tree=convert.tree_to_proto(tree))
+
+    async def ExplainInterests(
+        self,
+        request: interest_pb2.ExplainInterestsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> interest_pb2.ExplainInterestsResponse:
+        user_id = convert.require_user(request.user)
+        tree = await self._engine.explain_tree(user_id)
+        return convert.explanation_to_proto(tree, self._engine.explain_levels(tree))
+
+
+class RecommendationServicer(recommendation_pb2_grpc.RecommendationServiceServicer):
+    def __init__(self, engine: InterestEngine) -> None:
+        self._engine = engine
+
+    async def Recommend(
+        self,
+        request: recommendation_pb2.RecommendRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> recommendation_pb2.RecommendResponse:
+        user_id = convert.require_user(request.user)
+        size = convert.page_size(
+            request.page_size,
+            default=convert.DEFAULT_RECOMMEND_PAGE_SIZE,
+            maximum=convert.MAX_RECOMMEND_PAGE_SIZE,
+        )
+        result = await self._engine.recommend(
+            user_id,
+            page_size=size,
+            level_weights=convert.level_weights_from_request(request.level_weights),
+            include_seen=request.include_seen,
+        )
+        return convert.recommendations_to_proto(result)
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, engine: InterestEngine) -> None:
+        self._engine = engine
+
+    async def RefreshModels(
+        self, request: admin_pb2.RefreshModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.RefreshModelsResponse:
+        result = await self._engine.refresh_models()
+        finished = Timestamp()
+        finished.FromDatetime(result.refresh_time)
+        return admin_pb2.RefreshModelsResponse(
+            event_count=result.event_count, item_count=result.item_count, refresh_time=finished
+        )

@@ -1,0 +1,1 @@
+"""Interest trees: history, data-derived structure, model naming within checks, storage."""

@@ -1,0 +1,490 @@
+"""The interest-tree engine: catalog, events, trees and recommendations, independent of gRPC.
+
+Blocking work (SQLite, hnswlib, numpy) runs in worker threads and model calls are async, so
+the caller's event loop never waits on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from index import HnswIndex, fuse_levels, node_contributions, weighted_mean
+from taxonomy.builder import BuilderConfig, build_data_tree, tree_from_graph
+from taxonomy.embedder import Embedder
+from taxonomy.errors import FieldViolation, InvalidArgumentError, NotFoundError
+from taxonomy.history import HistoryItem, summarize_history
+from taxonomy.llm import ChatModel
+from taxonomy.models import Event, InterestNode, InterestTree, Item
+from taxonomy.naming import NamingMode, NamingStats, refine_tree
+from taxonomy.store import (
+    CATALOG_VERSION_KEY,
+    TREES_VERSION_KEY,
+    SqliteStore,
+    vectors_version_key,
+)
+
+logger = logging.getLogger(__name__)
+
+TEXT_SPACE = "text"
+MAX_ATTRIBUTED_NODES = 3
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    half_life_events: float = 50.0
+    default_level_weights: tuple[float, ...] = (0.15, 0.25, 0.3, 0.3)
+    naming_mode: NamingMode = NamingMode.CHOOSE
+    llm_concurrency: int = 4
+    builder: BuilderConfig = field(default_factory=BuilderConfig)
+    hnsw_ef_search: int = 128
+
+
+@dataclass(frozen=True)
+class ScoredNode:
+    node: InterestNode
+    contribution: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    score: float
+    nodes: list[ScoredNode]
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecommendResult:
+    recommendations: list[Recommendation]
+    tree_revision: int
+    level_weights: list[float]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    tree: InterestTree
+    naming: NamingStats
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    event_count: int
+    item_count: int
+    refresh_time: datetime
+
+
+def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class _PersistentIndex:
+    """An HnswIndex saved under a folder together with the store version it reflects.
+
+    The store is the source of truth; the index is a cache that is rebuilt from stored vectors
+    whenever its recorded version differs from the store's (after a crash between the store's
+    commit and the index save, for instance).
+    """
+
+    def __init__(self, directory: Path, dim: int, ef_search: int) -> None:
+        self.directory = directory
+        self.dim = dim
+        self.ef_search = ef_search
+        self.index = HnswIndex(dim, space="cosine", ef_search=ef_search)
+        self.dirty = False
+
+    def load_or_rebuild(
+        self, version: tuple[int, ...], vectors: tuple[list[str], NDArray[np.float32]]
+    ) -> None:
+        marker = self.directory / "store_version.json"
+        loaded = HnswIndex.load(self.directory) if marker.exists() else None
+        if loaded is not None and loaded.dim == self.dim:
+            recorded = tuple(json.loads(marker.read_text())["version"])
+            if recorded == version:
+                loaded.set_ef(self.ef_search)
+                self.index = loaded
+                return
+        ids, matrix = vectors
+        self.index = HnswIndex(
+            self.dim, space="cosine", ef_search=self.ef_search, initial_capacity=max(1024, len(ids))
+        )
+        if ids:
+            self.index.upsert(ids, matrix)
+        logger.info("rebuilt index %s from %d stored vectors", self.directory.name, len(ids))
+        self.save(version)
+
+    def save(self, version: tuple[int, ...]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.index.save(self.directory)
+        _write_json_atomically(self.directory / "store_version.json", {"version": list(version)})
+        self.dirty = False
+
+
+class InterestEngine:
+    def __init__(
+        self,
+        store: SqliteStore,
+        data_dir: Path,
+        embedder: Embedder,
+        chat: ChatModel | None,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._chat = chat
+        self._config = config or EngineConfig()
+        self._limiter = asyncio.Semaphore(self._config.llm_concurrency)
+        self._user_locks: dict[str, asyncio.Lock] = {}
+        self._write_lock = asyncio.Lock()
+        indexes = data_dir / "indexes"
+        self._items = _PersistentIndex(
+            indexes / f"items-{TEXT_SPACE}", embedder.dim, self._config.hnsw_ef_search
+        )
+        self._nodes = _PersistentIndex(indexes / "nodes", embedder.dim, self._config.hnsw_ef_search)
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._config
+
+    @property
+    def store(self) -> SqliteStore:
+        return self._store
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    def _item_index_version(self) -> tuple[int, ...]:
+        return (
+            self._store.version(CATALOG_VERSION_KEY),
+            self._store.version(vectors_version_key(TEXT_SPACE)),
+        )
+
+    def _node_index_version(self) -> tuple[int, ...]:
+        return (self._store.version(TREES_VERSION_KEY),)
+
+    def _open_indexes(self) -> None:
+        self._items.load_or_rebuild(
+            self._item_index_version(), self._store.item_vectors(TEXT_SPACE)
+        )
+        self._nodes.load_or_rebuild(self._node_index_version(), self._store.node_label_vectors())
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._open_indexes)
+
+    def _save_dirty(self) -> None:
+        if self._items.dirty:
+            self._items.save(self._item_index_version())
+        if self._nodes.dirty:
+            self._nodes.save(self._node_index_version())
+
+    async def flush(self) -> None:
+        """Saves indexes that changed since the last save."""
+        async with self._write_lock:
+            await asyncio.to_thread(self._save_dirty)
+
+    async def close(self) -> None:
+        await self.flush()
+
+    # Catalog --------------------------------------------------------------------------------
+
+    async def upsert_items(self, items: Sequence[Item]) -> list[Item]:
+        vectors = await self._embedder.embed([item.embedding_text() for item in items])
+        by_id = {item.item_id: vector for item, vector in zip(items, vectors, strict=True)}
+
+        def write() -> list[Item]:
+            stored = self._store.upsert_items(items, by_id, TEXT_SPACE)
+            self._items.index.upsert(list(by_id), np.stack(list(by_id.values())))
+            self._items.dirty = True
+            return stored
+
+        async with self._write_lock:
+            return await asyncio.to_thread(write)
+
+    async def get_item(self, item_id: str) -> Item:
+        found = await asyncio.to_thread(self._store.get_items, [item_id])
+        if item_id not in found:
+            raise NotFoundError(
+                f"item {item_id!r} does not exist",
+                resource_type="item",
+                resource_name=f"items/{item_id}",
+            )
+        return found[item_id]
+
+    async def list_items(self, after_item_id: str, limit: int) -> list[Item]:
+        return await asyncio.to_thread(self._store.list_items, after_item_id, limit)
+
+    async def delete_items(self, item_ids: Sequence[str], *, allow_missing: bool) -> int:
+        def write() -> int:
+            if not allow_missing:
+                found = self._store.get_items(item_ids)
+                missing = [i for i in item_ids if i not in found]
+                if missing:
+                    raise NotFoundError(
+                        f"{len(missing)} item(s) do not exist, first {missing[0]!r}",
+                        resource_type="item",
+                        resource_name=f"items/{missing[0]}",
+                    )
+            deleted = self._store.delete_items(item_ids)
+            self._items.index.delete(item_ids)
+            self._items.dirty = True
+            return deleted
+
+        async with self._write_lock:
+            return await asyncio.to_thread(write)
+
+    # Events ---------------------------------------------------------------------------------
+
+    async def record_events(self, events: Sequence[Event], request_id: str | None) -> int:
+        def write() -> int:
+            found = self._store.get_items([event.item_id for event in events])
+            violations = [
+                FieldViolation(f"events[{i}].item", f"item {event.item_id!r} does not exist")
+                for i, event in enumerate(events)
+                if event.item_id not in found
+            ]
+            if violations:
+                raise InvalidArgumentError(
+                    f"{len(violations)} event(s) name items that are not in the catalog",
+                    violations,
+                    reason="ITEM_NOT_FOUND",
+                )
+            return self._store.record_events(events, request_id)
+
+        return await asyncio.to_thread(write)
+
+    async def _require_user(self, user_id: str) -> None:
+        if not await asyncio.to_thread(self._store.user_exists, user_id):
+            raise NotFoundError(
+                f"user {user_id!r} has no recorded events",
+                resource_type="user",
+                resource_name=f"users/{user_id}",
+            )
+
+    # Trees ----------------------------------------------------------------------------------
+
+    def _load_history(self, user_id: str) -> tuple[list[HistoryItem], dict[str, Item], int]:
+        events = self._store.user_events(user_id)
+        items = self._store.get_items([event.item_id for event in events])
+        # Events of deleted items stay stored but no longer shape the tree.
+        kept = [event for event in events if event.item_id in items]
+        history = summarize_history(kept, half_life_events=self._config.half_life_events)
+        return history, items, len(kept)
+
+    def _user_lock(self, user_id: str) -> asyncio.Lock:
+        return self._user_locks.setdefault(user_id, asyncio.Lock())
+
+    async def build_tree(self, user_id: str) -> BuildResult:
+        await self._require_user(user_id)
+        async with self._user_lock(user_id):
+            history, items, event_count = await asyncio.to_thread(self._load_history, user_id)
+            if not history:
+                raise InvalidArgumentError(
+                    f"user {user_id!r} has events only for items that were deleted",
+                    [FieldViolation("user", "no history item is in the catalog")],
+                    reason="EMPTY_HISTORY",
+                )
+            graph = build_data_tree(user_id, history, items, config=self._config.builder)
+            model = ""
+            stats = NamingStats()
+            if self._chat is not None and self._config.naming_mode is not NamingMode.OFF:
+                stats = await refine_tree(
+                    graph, items, self._chat, mode=self._config.naming_mode, limiter=self._limiter
+                )
+                model = self._chat.model_name
+            revision = await asyncio.to_thread(self._store.latest_revision, user_id) + 1
+            tree = tree_from_graph(
+                graph,
+                user_id=user_id,
+                revision=revision,
+                create_time=datetime.now(UTC),
+                event_count=event_count,
+                model=model,
+            )
+            label_vectors = await self._embedder.embed(
+                [f"{node.label}. {node.explanation}" for node in tree.nodes]
+            )
+            vectors = {
+                node.node_id: vector for node, vector in zip(tree.nodes, label_vectors, strict=True)
+            }
+
+            def write() -> None:
+                previous = self._store.latest_tree(user_id)
+                self._store.save_tree(tree, vectors)
+                if previous is not None:
+                    self._nodes.index.delete([f"{user_id}/{n.node_id}" for n in previous.nodes])
+                self._nodes.index.upsert(
+                    [f"{user_id}/{node_id}" for node_id in vectors],
+                    np.stack(list(vectors.values())),
+                )
+                self._nodes.dirty = True
+
+            async with self._write_lock:
+                await asyncio.to_thread(write)
+            return BuildResult(tree=tree, naming=stats)
+
+    async def get_tree(self, user_id: str) -> InterestTree:
+        tree = await asyncio.to_thread(self._store.latest_tree, user_id)
+        if tree is None:
+            await self._require_user(user_id)
+            raise NotFoundError(
+                f"user {user_id!r} has no interest tree yet; call BuildInterestTree",
+                resource_type="interest_tree",
+                resource_name=f"users/{user_id}/interestTree",
+            )
+        return tree
+
+    async def explain_tree(self, user_id: str) -> InterestTree:
+        await self._require_user(user_id)
+        return await self.get_or_build_tree(user_id)
+
+    async def get_or_build_tree(self, user_id: str) -> InterestTree:
+        tree = await asyncio.to_thread(self._store.latest_tree, user_id)
+        if tree is not None:
+            return tree
+        return (await self.build_tree(user_id)).tree
+
+    def level_weights(self, depth: int, requested: Sequence[float] | None) -> list[float]:
+        """Weights for levels 1..depth: requested ones as given, else the configured defaults."""
+        source = list(requested) if requested else list(self._config.default_level_weights)
+        return [source[level] if level < len(source) else 0.0 for level in range(depth)]
+
+    # Recommendations ------------------------------------------------------------------------
+
+    async def recommend(
+        self,
+        user_id: str,
+        *,
+        page_size: int,
+        level_weights: Sequence[float] | None,
+        include_seen: bool,
+    ) -> RecommendResult:
+        await self._require_user(user_id)
+        tree = await self.get_or_build_tree(user_id)
+        weights = self.level_weights(tree.depth, level_weights)
+        if level_weights and sum(weights) <= 0:
+            raise InvalidArgumentError(
+                "level_weights give every level of this tree weight 0",
+                [FieldViolation("level_weights", f"the tree has {tree.depth} levels")],
+            )
+        exclude: set[str] = set()
+        if not include_seen:
+            events = await asyncio.to_thread(self._store.user_events, user_id)
+            exclude = {event.item_id for event in events}
+        recommendations = await asyncio.to_thread(
+            self._recommend_sync, tree, weights, page_size, exclude
+        )
+        return RecommendResult(recommendations, tree.revision, weights)
+
+    def _recommend_sync(
+        self,
+        tree: InterestTree,
+        weights: Sequence[float],
+        page_size: int,
+        exclude: set[str],
+    ) -> list[Recommendation]:
+        index = self._items.index
+        nodes: list[InterestNode] = []
+        node_vectors: list[NDArray[np.float32]] = []
+        coefficients: list[float] = []
+        level_vectors: list[NDArray[np.float32]] = []
+        level_weights: list[float] = []
+        for level in range(1, tree.depth + 1):
+            level_weight = weights[level - 1]
+            members: list[tuple[InterestNode, NDArray[np.float32]]] = []
+            for node in tree.level_nodes(level):
+                present = [i for i in node.evidence_items if i in index]
+                if present:
+                    members.append(
+                        (node, weighted_mean(index.get_vectors(present), [1.0] * len(present)))
+                    )
+            if not members or level_weight <= 0:
+                continue
+            node_weights = np.array([max(node.weight, 1e-9) for node, _ in members])
+            node_weights /= node_weights.sum()
+            stacked = np.stack([vector for _, vector in members])
+            level_vectors.append(weighted_mean(stacked, node_weights.tolist()))
+            level_weights.append(level_weight)
+            for (node, vector), share in zip(members, node_weights, strict=True):
+                nodes.append(node)
+                node_vectors.append(vector)
+                coefficients.append(level_weight * float(share))
+        if not level_vectors:
+            return []
+        user_vector = fuse_levels(level_vectors, level_weights)
+        norm = float(np.linalg.norm(user_vector))
+        if norm == 0:
+            return []
+        hits = index.query(user_vector, page_size, exclude=exclude)
+        if not hits:
+            return []
+        matrix = np.stack(node_vectors)
+        item_vectors = index.get_vectors([item_id for item_id, _ in hits])
+        results: list[Recommendation] = []
+        for (item_id, score), item_vector in zip(hits, item_vectors, strict=True):
+            contributions = node_contributions(item_vector, matrix, coefficients) / norm
+            order = np.argsort(-contributions)[:MAX_ATTRIBUTED_NODES]
+            scored = [
+                ScoredNode(nodes[i], float(contributions[i])) for i in order if contributions[i] > 0
+            ] or [ScoredNode(nodes[int(order[0])], float(contributions[int(order[0])]))]
+            results.append(
+                Recommendation(item_id=item_id, score=score, nodes=scored, reason=_reason(scored))
+            )
+        return results
+
+    # Admin ----------------------------------------------------------------------------------
+
+    async def refresh_models(self) -> RefreshResult:
+        """Brings every event-derived model up to date with the events recorded so far."""
+        event_count = await asyncio.to_thread(self._store.event_count)
+        await self.flush()
+        return RefreshResult(
+            event_count=event_count,
+            item_count=len(self._items.index),
+            refresh_time=datetime.now(UTC),
+        )
+
+    def explain_levels(
+        self, tree: InterestTree
+    ) -> list[tuple[int, float, list[InterestNode], str]]:
+        weights = self.level_weights(tree.depth, None)
+        levels: list[tuple[int, float, list[InterestNode], str]] = []
+        for level in range(1, tree.depth + 1):
+            nodes = sorted(tree.level_nodes(level), key=lambda n: -n.weight)
+            top = ", ".join(f"{n.label} ({n.weight:.0%})" for n in nodes[:3])
+            summary = f"Level {level}: {len(nodes)} interest(s), led by {top}."
+            levels.append((level, weights[level - 1], nodes, summary))
+        return levels
+
+
+def _reason(nodes: Sequence[ScoredNode]) -> str:
+    first = nodes[0].node
+    reason = f"Because of your interest in {first.label} (level {first.level})"
+    if len(nodes) > 1:
+        second = nodes[1].node
+        reason += f" and {second.label} (level {second.level})"
+    return reason + "."
+
+
+def describe_naming(stats: NamingStats) -> Mapping[str, int]:
+    return {
+        "requests": stats.requests,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "retries": stats.retries,
+        "failures": stats.failures,
+    }

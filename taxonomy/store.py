@@ -1,0 +1,392 @@
+"""Durable storage of the catalog, events, trees and vectors.
+
+`Store` is the small interface the engine depends on; `SqliteStore` is the embedded default.
+A PostgreSQL implementation only has to provide the same methods. Every write is one
+transaction committed with `synchronous=FULL` before the method returns, so an acknowledged
+write survives a crash or a kill.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from taxonomy.models import Event, EventType, InterestTree, Item
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    item_id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    categories TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    update_time REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS item_vectors (
+    item_id TEXT NOT NULL,
+    space TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (item_id, space)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    event_type INTEGER NOT NULL,
+    event_time REAL NOT NULL,
+    weight REAL
+);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, event_time, seq);
+CREATE TABLE IF NOT EXISTS request_ids (
+    request_id TEXT PRIMARY KEY,
+    recorded_count INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trees (
+    user_id TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    tree TEXT NOT NULL,
+    PRIMARY KEY (user_id, revision)
+);
+CREATE TABLE IF NOT EXISTS node_vectors (
+    user_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    label_vector BLOB NOT NULL,
+    PRIMARY KEY (user_id, node_id)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+CATALOG_VERSION_KEY = "catalog_version"
+TREES_VERSION_KEY = "trees_version"
+
+
+def vectors_version_key(space: str) -> str:
+    return f"vectors_version:{space}"
+
+
+class Store(Protocol):
+    """What the engine needs from durable storage."""
+
+    def upsert_items(
+        self, items: Sequence[Item], vectors: dict[str, NDArray[np.float32]], space: str
+    ) -> list[Item]: ...
+    def get_items(self, item_ids: Sequence[str]) -> dict[str, Item]: ...
+    def list_items(self, after_item_id: str, limit: int) -> list[Item]: ...
+    def delete_items(self, item_ids: Sequence[str]) -> int: ...
+    def item_vectors(self, space: str) -> tuple[list[str], NDArray[np.float32]]: ...
+    def version(self, key: str) -> int: ...
+    def set_item_vectors(
+        self, space: str, ids: Sequence[str], matrix: NDArray[np.float32]
+    ) -> None: ...
+    def user_ids(self) -> list[str]: ...
+    def record_events(self, events: Sequence[Event], request_id: str | None) -> int: ...
+    def user_exists(self, user_id: str) -> bool: ...
+    def user_events(self, user_id: str) -> list[Event]: ...
+    def event_count(self) -> int: ...
+    def all_sequences(self) -> Iterator[tuple[str, list[Event]]]: ...
+    def save_tree(
+        self, tree: InterestTree, label_vectors: dict[str, NDArray[np.float32]]
+    ) -> None: ...
+    def latest_tree(self, user_id: str) -> InterestTree | None: ...
+    def latest_revision(self, user_id: str) -> int: ...
+    def node_label_vectors(self) -> tuple[list[str], NDArray[np.float32]]: ...
+    def close(self) -> None: ...
+
+
+def _to_blob(vector: NDArray[np.float32]) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def _stack(blobs: list[bytes]) -> NDArray[np.float32]:
+    if not blobs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([np.frombuffer(blob, dtype=np.float32) for blob in blobs])
+
+
+def _timestamp(value: datetime) -> float:
+    return value.timestamp()
+
+
+def _datetime(value: float) -> datetime:
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+class SqliteStore:
+    """SQLite in WAL mode; one connection guarded by a lock, called from worker threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, key: str) -> None:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, 1) "
+            "ON CONFLICT (key) DO UPDATE SET value = value + 1",
+            (key,),
+        )
+
+    def version(self, key: str) -> int:
+        """A counter bumped by every write to one kind of data; indexes compare it on load."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    # Catalog -------------------------------------------------------------------------------
+
+    def upsert_items(
+        self, items: Sequence[Item], vectors: dict[str, NDArray[np.float32]], space: str
+    ) -> list[Item]:
+        now = datetime.now(UTC)
+        stored = [item.model_copy(update={"update_time": now}) for item in items]
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO items (item_id, title, description, categories, tags, update_time) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (item_id) DO UPDATE SET "
+                "title = excluded.title, description = excluded.description, "
+                "categories = excluded.categories, tags = excluded.tags, "
+                "update_time = excluded.update_time",
+                [
+                    (
+                        item.item_id,
+                        item.title,
+                        item.description,
+                        json.dumps(item.categories),
+                        json.dumps(item.tags),
+                        _timestamp(now),
+                    )
+                    for item in stored
+                ],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO item_vectors (item_id, space, vector) VALUES (?, ?, ?)",
+                [(item_id, space, _to_blob(vector)) for item_id, vector in vectors.items()],
+            )
+            self._bump(conn, CATALOG_VERSION_KEY)
+            self._bump(conn, vectors_version_key(space))
+        return stored
+
+    @staticmethod
+    def _item(row: sqlite3.Row | tuple[str, str, str, str, str, float]) -> Item:
+        item_id, title, description, categories, tags, update_time = row
+        return Item(
+            item_id=item_id,
+            title=title,
+            description=description,
+            categories=json.loads(categories),
+            tags=json.loads(tags),
+            update_time=_datetime(update_time),
+        )
+
+    def get_items(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        unique = list(dict.fromkeys(item_ids))
+        found: dict[str, Item] = {}
+        with self._lock:
+            # SQLite caps bound parameters per statement, so look ids up in chunks.
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    "SELECT item_id, title, description, categories, tags, update_time "
+                    f"FROM items WHERE item_id IN ({marks})",
+                    chunk,
+                ).fetchall()
+                for row in rows:
+                    item = self._item(row)
+                    found[item.item_id] = item
+        return found
+
+    def list_items(self, after_item_id: str, limit: int) -> list[Item]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT item_id, title, description, categories, tags, update_time FROM items "
+                "WHERE item_id > ? ORDER BY item_id LIMIT ?",
+                (after_item_id, limit),
+            ).fetchall()
+        return [self._item(row) for row in rows]
+
+    def delete_items(self, item_ids: Sequence[str]) -> int:
+        with self._transaction() as conn:
+            deleted = 0
+            for item_id in dict.fromkeys(item_ids):
+                deleted += conn.execute("DELETE FROM items WHERE item_id = ?", (item_id,)).rowcount
+                conn.execute("DELETE FROM item_vectors WHERE item_id = ?", (item_id,))
+            self._bump(conn, CATALOG_VERSION_KEY)
+        return deleted
+
+    def item_vectors(self, space: str) -> tuple[list[str], NDArray[np.float32]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT item_id, vector FROM item_vectors WHERE space = ? ORDER BY item_id",
+                (space,),
+            ).fetchall()
+        return [row[0] for row in rows], _stack([row[1] for row in rows])
+
+    def set_item_vectors(self, space: str, ids: Sequence[str], matrix: NDArray[np.float32]) -> None:
+        """Replaces every vector of one space, e.g. after retraining collaborative vectors."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM item_vectors WHERE space = ?", (space,))
+            conn.executemany(
+                "INSERT INTO item_vectors (item_id, space, vector) VALUES (?, ?, ?)",
+                [(item_id, space, _to_blob(row)) for item_id, row in zip(ids, matrix, strict=True)],
+            )
+            self._bump(conn, vectors_version_key(space))
+
+    # Events --------------------------------------------------------------------------------
+
+    def record_events(self, events: Sequence[Event], request_id: str | None) -> int:
+        with self._transaction() as conn:
+            if request_id:
+                seen = conn.execute(
+                    "SELECT recorded_count FROM request_ids WHERE request_id = ?", (request_id,)
+                ).fetchone()
+                if seen is not None:
+                    return 0
+            conn.executemany(
+                "INSERT INTO events (user_id, item_id, event_type, event_time, weight) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        event.user_id,
+                        event.item_id,
+                        int(event.event_type),
+                        _timestamp(event.event_time),
+                        event.weight,
+                    )
+                    for event in events
+                ],
+            )
+            if request_id:
+                conn.execute(
+                    "INSERT INTO request_ids (request_id, recorded_count) VALUES (?, ?)",
+                    (request_id, len(events)),
+                )
+        return len(events)
+
+    def user_exists(self, user_id: str) -> bool:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM events WHERE user_id = ? LIMIT 1", (user_id,)
+            ).fetchone()
+        return row is not None
+
+    @staticmethod
+    def _event(row: tuple[str, str, int, float, float | None]) -> Event:
+        user_id, item_id, event_type, event_time, weight = row
+        return Event(
+            user_id=user_id,
+            item_id=item_id,
+            event_type=EventType(event_type),
+            event_time=_datetime(event_time),
+            weight=weight,
+        )
+
+    def user_events(self, user_id: str) -> list[Event]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT user_id, item_id, event_type, event_time, weight FROM events "
+                "WHERE user_id = ? ORDER BY event_time, seq",
+                (user_id,),
+            ).fetchall()
+        return [self._event(row) for row in rows]
+
+    def event_count(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT COUNT(*) FROM events").fetchone()
+        return int(row[0])
+
+    def all_sequences(self) -> Iterator[tuple[str, list[Event]]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT user_id, item_id, event_type, event_time, weight FROM events "
+                "ORDER BY user_id, event_time, seq"
+            ).fetchall()
+        current: str | None = None
+        batch: list[Event] = []
+        for row in rows:
+            if row[0] != current:
+                if current is not None:
+                    yield current, batch
+                current, batch = row[0], []
+            batch.append(self._event(row))
+        if current is not None:
+            yield current, batch
+
+    def user_ids(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT user_id FROM events ORDER BY user_id"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    # Trees ---------------------------------------------------------------------------------
+
+    def save_tree(self, tree: InterestTree, label_vectors: dict[str, NDArray[np.float32]]) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO trees (user_id, revision, tree) VALUES (?, ?, ?)",
+                (tree.user_id, tree.revision, tree.model_dump_json()),
+            )
+            conn.execute("DELETE FROM node_vectors WHERE user_id = ?", (tree.user_id,))
+            conn.executemany(
+                "INSERT INTO node_vectors (user_id, node_id, label_vector) VALUES (?, ?, ?)",
+                [
+                    (tree.user_id, node_id, _to_blob(vector))
+                    for node_id, vector in label_vectors.items()
+                ],
+            )
+            self._bump(conn, TREES_VERSION_KEY)
+
+    def latest_tree(self, user_id: str) -> InterestTree | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT tree FROM trees WHERE user_id = ? ORDER BY revision DESC LIMIT 1",
+                (user_id,),
+            ).fetchone()
+        return InterestTree.model_validate_json(row[0]) if row else None
+
+    def latest_revision(self, user_id: str) -> int:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT MAX(revision) FROM trees WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def node_label_vectors(self) -> tuple[list[str], NDArray[np.float32]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT user_id, node_id, label_vector FROM node_vectors ORDER BY user_id, node_id"
+            ).fetchall()
+        return [f"{row[0]}/{row[1]}" for row in rows], _stack([row[2] for row in rows])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
