@@ -32,6 +32,8 @@ from taxonomy.models import (
     InterestNode,
     InterestTree,
     Item,
+    TaxonomyNode,
+    TreeDiff,
 )
 
 MAX_ITEMS_PER_BATCH = 1000
@@ -41,6 +43,9 @@ DEFAULT_LIST_PAGE_SIZE = 100
 MAX_LIST_PAGE_SIZE = 1000
 DEFAULT_RECOMMEND_PAGE_SIZE = 10
 MAX_RECOMMEND_PAGE_SIZE = 100
+DEFAULT_REVISIONS_PAGE_SIZE = 20
+MAX_REVISIONS_PAGE_SIZE = 100
+MAX_BATCH_USERS = 100_000
 
 _ITEM_NAME = re.compile(r"^items/(?P<id>[^/]+)$")
 _USER_NAME = re.compile(r"^users/(?P<id>[^/]+)$")
@@ -257,6 +262,7 @@ def node_to_proto(node: InterestNode) -> interest_pb2.InterestNode:
         evidence_items=[f"items/{item_id}" for item_id in node.evidence_items],
         label_source=int(node.label_source),  # type: ignore[arg-type]
         explanation_source=int(node.explanation_source),  # type: ignore[arg-type]
+        taxonomy_node=f"taxonomyNodes/{node.taxonomy_node}" if node.taxonomy_node else "",
     )
 
 
@@ -272,7 +278,56 @@ def tree_to_proto(tree: InterestTree) -> interest_pb2.InterestTree:
         create_time=_timestamp(tree.create_time),
         event_count=tree.event_count,
         model=tree.model,
+        build_stats=interest_pb2.BuildStats(**tree.build_stats.model_dump()),
     )
+
+
+def revisions_to_proto(
+    revisions: Sequence[tuple[InterestTree, TreeDiff]],
+) -> list[interest_pb2.InterestTreeRevision]:
+    return [
+        interest_pb2.InterestTreeRevision(
+            tree=tree_to_proto(tree),
+            diff=interest_pb2.TreeDiff(**diff.model_dump(), summary=diff.summary),
+        )
+        for tree, diff in revisions
+    ]
+
+
+def taxonomy_to_proto(node: TaxonomyNode) -> interest_pb2.TaxonomyNode:
+    return interest_pb2.TaxonomyNode(
+        name=f"taxonomyNodes/{node.taxonomy_id}",
+        label=node.label,
+        aliases=node.aliases,
+        node_count=node.node_count,
+    )
+
+
+def users_from_batch_request(request: interest_pb2.BatchBuildInterestTreesRequest) -> list[str]:
+    errors = ViolationCollector()
+    if request.users and request.all_users:
+        errors.add("all_users", "must be false when users are listed")
+    if not request.users and not request.all_users:
+        errors.add("users", "list users, or set all_users")
+    if len(request.users) > MAX_BATCH_USERS:
+        errors.add("users", f"at most {MAX_BATCH_USERS} users per batch")
+    ids = [user_id_from_name(name, f"users[{i}]", errors) for i, name in enumerate(request.users)]
+    errors.raise_if_any("invalid batch")
+    return list(dict.fromkeys(ids))
+
+
+def int_page_token(token: str, field: str = "page_token") -> int | None:
+    """Decodes a token that carries a non-negative integer position."""
+    if not token:
+        return None
+    value = decode_page_token(token)
+    if not value.isdigit():
+        raise InvalidArgumentError(
+            "page_token is not a token this service issued",
+            [FieldViolation(field, "pass next_page_token from a previous response")],
+            reason="INVALID_PAGE_TOKEN",
+        )
+    return int(value)
 
 
 def explanation_to_proto(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -18,7 +19,9 @@ from interesttree.v1 import (
 )
 
 from server import convert
+from server.errors import status_for
 from taxonomy.engine import InterestEngine
+from taxonomy.errors import DomainError
 
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
@@ -97,6 +100,73 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
         user_id = convert.require_user(request.user)
         tree = await self._engine.explain_tree(user_id)
         return convert.explanation_to_proto(tree, self._engine.explain_levels(tree))
+
+    async def ListInterestTreeRevisions(
+        self,
+        request: interest_pb2.ListInterestTreeRevisionsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> interest_pb2.ListInterestTreeRevisionsResponse:
+        user_id = convert.require_tree(request.name)
+        limit = convert.page_size(
+            request.page_size,
+            default=convert.DEFAULT_REVISIONS_PAGE_SIZE,
+            maximum=convert.MAX_REVISIONS_PAGE_SIZE,
+        )
+        before = convert.int_page_token(request.page_token)
+        revisions = await self._engine.list_revisions(
+            user_id, before if before is not None else 1 << 62, limit + 1
+        )
+        token = (
+            convert.encode_page_token(str(revisions[limit - 1][0].revision))
+            if len(revisions) > limit
+            else ""
+        )
+        return interest_pb2.ListInterestTreeRevisionsResponse(
+            revisions=convert.revisions_to_proto(revisions[:limit]), next_page_token=token
+        )
+
+    async def BatchBuildInterestTrees(
+        self,
+        request: interest_pb2.BatchBuildInterestTreesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[interest_pb2.BatchBuildInterestTreesResponse]:
+        try:
+            users = convert.users_from_batch_request(request)
+        except DomainError as error:
+            status = status_for(error)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        if request.all_users:
+            users = await self._engine.all_user_ids()
+        done = 0
+        async for user_id, result in self._engine.batch_build(users):
+            done += 1
+            response = interest_pb2.BatchBuildInterestTreesResponse(
+                user=f"users/{user_id}", completed_count=done, total_count=len(users)
+            )
+            if isinstance(result, DomainError):
+                status = status_for(result)
+                response.error = f"{status.code.name} {result.reason}: {result.message}"
+            else:
+                response.tree.CopyFrom(convert.tree_to_proto(result.tree))
+            yield response
+
+    async def ListTaxonomyNodes(
+        self,
+        request: interest_pb2.ListTaxonomyNodesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> interest_pb2.ListTaxonomyNodesResponse:
+        limit = convert.page_size(
+            request.page_size,
+            default=convert.DEFAULT_LIST_PAGE_SIZE,
+            maximum=convert.MAX_LIST_PAGE_SIZE,
+        )
+        offset = convert.int_page_token(request.page_token) or 0
+        nodes = await self._engine.list_taxonomy(offset, limit + 1)
+        token = convert.encode_page_token(str(offset + limit)) if len(nodes) > limit else ""
+        return interest_pb2.ListTaxonomyNodesResponse(
+            taxonomy_nodes=[convert.taxonomy_to_proto(n) for n in nodes[:limit]],
+            next_page_token=token,
+        )
 
 
 class RecommendationServicer(recommendation_pb2_grpc.RecommendationServiceServicer):

@@ -133,9 +133,11 @@ def build_data_tree(
             members = graph.nodes[node]["members"]
             recent = {i for i in members if entries[i].last_position >= recent_from}
             earlier = members - recent
-            if recent and earlier:
-                path = graph.nodes[node]["path"]
+            path = graph.nodes[node]["path"]
+            # Every level-1 group gets level 2, even a one-sided split: trees have >= 2 levels.
+            if recent:
                 _add_child(graph, node, (*path, f"Recent {path[-1]}"), recent)
+            if earlier:
                 _add_child(graph, node, (*path, f"Earlier {path[-1]}"), earlier)
 
     _assign_weights_and_texts(graph, entries, items, config, total_items=len(history))
@@ -246,6 +248,7 @@ def tree_from_graph(
                 evidence_items=attrs["evidence"],
                 label_source=attrs["label_source"],
                 explanation_source=attrs["explanation_source"],
+                reviewed=attrs.get("reviewed", False),
             )
         )
     nodes.sort(key=lambda n: (n.level, -n.weight, n.node_id))

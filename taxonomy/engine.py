@@ -10,8 +10,10 @@ import asyncio
 import json
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,16 +23,30 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index import HnswIndex, fuse_levels, node_contributions, weighted_mean
-from taxonomy.builder import BuilderConfig, build_data_tree, tree_from_graph
+from taxonomy.builder import (
+    BuilderConfig,
+    build_data_tree,
+    invariant_violations,
+    tree_from_graph,
+)
 from taxonomy.embedder import Embedder
-from taxonomy.errors import FieldViolation, InvalidArgumentError, NotFoundError
+from taxonomy.errors import DomainError, FieldViolation, InvalidArgumentError, NotFoundError
 from taxonomy.history import HistoryItem, summarize_history
 from taxonomy.llm import ChatModel
-from taxonomy.models import Event, InterestNode, InterestTree, Item
+from taxonomy.models import (
+    BuildStats,
+    Event,
+    InterestNode,
+    InterestTree,
+    Item,
+    TaxonomyNode,
+    TreeDiff,
+    diff_trees,
+)
 from taxonomy.naming import NamingMode, NamingStats, refine_tree
 from taxonomy.store import (
     CATALOG_VERSION_KEY,
-    TREES_VERSION_KEY,
+    TAXONOMY_VERSION_KEY,
     SqliteStore,
     vectors_version_key,
 )
@@ -49,6 +65,10 @@ class EngineConfig:
     llm_concurrency: int = 4
     builder: BuilderConfig = field(default_factory=BuilderConfig)
     hnsw_ef_search: int = 128
+    taxonomy_threshold: float = 0.8
+    """Label-embedding cosine similarity above which two labels are one taxonomy node; measured
+    with all-MiniLM-L6-v2: "Sci-Fi"/"Science fiction" 0.82, "Horror"/"Gothic horror" 0.63."""
+    batch_users_in_flight: int = 4
 
 
 @dataclass(frozen=True)
@@ -156,7 +176,10 @@ class InterestEngine:
         self._items = _PersistentIndex(
             indexes / f"items-{TEXT_SPACE}", embedder.dim, self._config.hnsw_ef_search
         )
-        self._nodes = _PersistentIndex(indexes / "nodes", embedder.dim, self._config.hnsw_ef_search)
+        self._taxonomy = _PersistentIndex(
+            indexes / "taxonomy", embedder.dim, self._config.hnsw_ef_search
+        )
+        self._taxonomy_labels: dict[str, str] = {}
 
     @property
     def config(self) -> EngineConfig:
@@ -174,14 +197,19 @@ class InterestEngine:
             self._store.version(vectors_version_key(TEXT_SPACE)),
         )
 
-    def _node_index_version(self) -> tuple[int, ...]:
-        return (self._store.version(TREES_VERSION_KEY),)
+    def _taxonomy_index_version(self) -> tuple[int, ...]:
+        return (self._store.version(TAXONOMY_VERSION_KEY),)
 
     def _open_indexes(self) -> None:
         self._items.load_or_rebuild(
             self._item_index_version(), self._store.item_vectors(TEXT_SPACE)
         )
-        self._nodes.load_or_rebuild(self._node_index_version(), self._store.node_label_vectors())
+        self._taxonomy.load_or_rebuild(
+            self._taxonomy_index_version(), self._store.taxonomy_vectors()
+        )
+        self._taxonomy_labels = {
+            node.taxonomy_id: node.label for node in self._store.list_taxonomy(0, 1 << 30)
+        }
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open_indexes)
@@ -189,8 +217,8 @@ class InterestEngine:
     def _save_dirty(self) -> None:
         if self._items.dirty:
             self._items.save(self._item_index_version())
-        if self._nodes.dirty:
-            self._nodes.save(self._node_index_version())
+        if self._taxonomy.dirty:
+            self._taxonomy.save(self._taxonomy_index_version())
 
     async def flush(self) -> None:
         """Saves indexes that changed since the last save."""
@@ -288,7 +316,9 @@ class InterestEngine:
     def _user_lock(self, user_id: str) -> asyncio.Lock:
         return self._user_locks.setdefault(user_id, asyncio.Lock())
 
-    async def build_tree(self, user_id: str) -> BuildResult:
+    async def build_tree(self, user_id: str, *, incremental: bool = True) -> BuildResult:
+        """Builds and stores a new revision. With `incremental`, nodes whose group barely
+        changed since the last revision keep their model text and cost no model request."""
         await self._require_user(user_id)
         async with self._user_lock(user_id):
             history, items, event_count = await asyncio.to_thread(self._load_history, user_id)
@@ -298,44 +328,107 @@ class InterestEngine:
                     [FieldViolation("user", "no history item is in the catalog")],
                     reason="EMPTY_HISTORY",
                 )
+            previous = await asyncio.to_thread(self._store.latest_tree, user_id)
             graph = build_data_tree(user_id, history, items, config=self._config.builder)
             model = ""
             stats = NamingStats()
+            reuse = incremental and previous is not None and previous.model != ""
             if self._chat is not None and self._config.naming_mode is not NamingMode.OFF:
                 stats = await refine_tree(
-                    graph, items, self._chat, mode=self._config.naming_mode, limiter=self._limiter
+                    graph,
+                    items,
+                    self._chat,
+                    mode=self._config.naming_mode,
+                    limiter=self._limiter,
+                    previous={n.node_id: n for n in previous.nodes} if reuse and previous else None,
                 )
                 model = self._chat.model_name
-            revision = await asyncio.to_thread(self._store.latest_revision, user_id) + 1
             tree = tree_from_graph(
                 graph,
                 user_id=user_id,
-                revision=revision,
+                revision=(previous.revision if previous else 0) + 1,
                 create_time=datetime.now(UTC),
                 event_count=event_count,
                 model=model,
             )
-            label_vectors = await self._embedder.embed(
-                [f"{node.label}. {node.explanation}" for node in tree.nodes]
-            )
-            vectors = {
-                node.node_id: vector for node, vector in zip(tree.nodes, label_vectors, strict=True)
-            }
-
-            def write() -> None:
-                previous = self._store.latest_tree(user_id)
-                self._store.save_tree(tree, vectors)
-                if previous is not None:
-                    self._nodes.index.delete([f"{user_id}/{n.node_id}" for n in previous.nodes])
-                self._nodes.index.upsert(
-                    [f"{user_id}/{node_id}" for node_id in vectors],
-                    np.stack(list(vectors.values())),
+            history_ids = {entry.item_id for entry in history}
+            problems = invariant_violations(tree, history_ids)
+            if problems:
+                # Never store an invalid tree: fall back to the data-derived one, which the
+                # property tests show always satisfies the invariants.
+                logger.error("model-refined tree of %s is invalid: %s", user_id, problems)
+                stats.failures += 1
+                graph = build_data_tree(user_id, history, items, config=self._config.builder)
+                tree = tree_from_graph(
+                    graph,
+                    user_id=user_id,
+                    revision=tree.revision,
+                    create_time=tree.create_time,
+                    event_count=event_count,
+                    model="",
                 )
-                self._nodes.dirty = True
-
+            tree = tree.model_copy(
+                update={
+                    "build_stats": BuildStats(
+                        incremental=bool(reuse),
+                        model_requests=stats.requests,
+                        prompt_tokens=stats.prompt_tokens,
+                        completion_tokens=stats.completion_tokens,
+                        retries=stats.retries,
+                        failures=stats.failures,
+                        rejected=sum(stats.rejected.values()),
+                    )
+                }
+            )
+            label_vectors = await self._embedder.embed([node.label for node in tree.nodes])
             async with self._write_lock:
-                await asyncio.to_thread(write)
+                tree = await asyncio.to_thread(
+                    self._store_with_taxonomy, tree, previous, label_vectors
+                )
             return BuildResult(tree=tree, naming=stats)
+
+    def _store_with_taxonomy(
+        self,
+        tree: InterestTree,
+        previous: InterestTree | None,
+        label_vectors: NDArray[np.float32],
+    ) -> InterestTree:
+        """Maps every node to the shared taxonomy (label embedding similarity over a threshold
+        means the same node) and stores the revision, all under the write lock."""
+        index = self._taxonomy.index
+        created: list[tuple[TaxonomyNode, NDArray[np.float32]]] = []
+        aliases: dict[str, str] = {}
+        labels: dict[str, str] = {}
+        nodes: list[InterestNode] = []
+        for node, vector in zip(tree.nodes, label_vectors, strict=True):
+            match = None
+            for taxonomy_id, similarity in index.query(vector, 3) if len(index) else []:
+                canonical = labels.get(taxonomy_id) or self._taxonomy_labels.get(taxonomy_id, "")
+                if similarity >= self._config.taxonomy_threshold and not is_refinement(
+                    canonical, node.label
+                ):
+                    match = taxonomy_id, canonical
+                    break
+            if match is not None:
+                taxonomy_id, canonical = match
+                if canonical.casefold() != node.label.casefold():
+                    aliases[taxonomy_id] = node.label
+            else:
+                taxonomy_id = f"t{uuid.uuid4().hex[:12]}"
+                created.append((TaxonomyNode(taxonomy_id=taxonomy_id, label=node.label), vector))
+                labels[taxonomy_id] = node.label
+                index.upsert([taxonomy_id], vector[np.newaxis, :])
+            nodes.append(node.model_copy(update={"taxonomy_node": taxonomy_id}))
+        mapped = tree.model_copy(update={"nodes": nodes})
+        try:
+            self._store.save_tree(mapped, diff_trees(previous, mapped), created, aliases)
+        except BaseException:
+            index.delete([node.taxonomy_id for node, _ in created])
+            raise
+        self._taxonomy_labels.update(labels)
+        if created:
+            self._taxonomy.dirty = True
+        return mapped
 
     async def get_tree(self, user_id: str) -> InterestTree:
         tree = await asyncio.to_thread(self._store.latest_tree, user_id)
@@ -357,6 +450,49 @@ class InterestEngine:
         if tree is not None:
             return tree
         return (await self.build_tree(user_id)).tree
+
+    async def list_revisions(
+        self, user_id: str, before_revision: int, limit: int
+    ) -> list[tuple[InterestTree, TreeDiff]]:
+        revisions = await asyncio.to_thread(
+            self._store.tree_revisions, user_id, before_revision, limit
+        )
+        if not revisions and before_revision >= 1 << 62:
+            await self.get_tree(user_id)  # raises the precise NOT_FOUND
+        return revisions
+
+    async def list_taxonomy(self, offset: int, limit: int) -> list[TaxonomyNode]:
+        return await asyncio.to_thread(self._store.list_taxonomy, offset, limit)
+
+    async def all_user_ids(self) -> list[str]:
+        return await asyncio.to_thread(self._store.user_ids)
+
+    async def batch_build(
+        self, user_ids: Sequence[str]
+    ) -> AsyncIterator[tuple[str, BuildResult | DomainError]]:
+        """Builds many users' trees with several in flight, yielding each as it completes.
+
+        Node requests of all users in flight share the engine's model limiter, so vLLM sees a
+        steady batch; a failure of one user is yielded, not raised.
+        """
+        queue: asyncio.Queue[tuple[str, BuildResult | DomainError]] = asyncio.Queue()
+        pending = iter(user_ids)
+
+        async def worker() -> None:
+            for user_id in pending:
+                try:
+                    await queue.put((user_id, await self.build_tree(user_id)))
+                except DomainError as error:
+                    await queue.put((user_id, error))
+
+        workers = [asyncio.create_task(worker()) for _ in range(self._config.batch_users_in_flight)]
+        try:
+            for _ in range(len(user_ids)):
+                yield await queue.get()
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
 
     def level_weights(self, depth: int, requested: Sequence[float] | None) -> list[float]:
         """Weights for levels 1..depth: requested ones as given, else the configured defaults."""
@@ -469,6 +605,16 @@ class InterestEngine:
             summary = f"Level {level}: {len(nodes)} interest(s), led by {top}."
             levels.append((level, weights[level - 1], nodes, summary))
         return levels
+
+
+_WORDS = re.compile(r"[a-z0-9]+")
+
+
+def is_refinement(first: str, second: str) -> bool:
+    """True if one label is the other plus more words ("Fiction" / "Science fiction"): a
+    narrower interest, however close the embeddings (all-MiniLM-L6-v2 gives 0.81 there)."""
+    a, b = set(_WORDS.findall(first.casefold())), set(_WORDS.findall(second.casefold()))
+    return a != b and (a < b or b < a)
 
 
 def _reason(nodes: Sequence[ScoredNode]) -> str:

@@ -94,6 +94,47 @@ class InterestNode(Strict):
     evidence_items: list[str] = Field(min_length=1)
     label_source: TextSource = TextSource.DATA
     explanation_source: TextSource = TextSource.DATA
+    taxonomy_node: str = ""
+    reviewed: bool = False
+    """The model answered about this node (accepted or not); an update need not ask again."""
+
+
+class BuildStats(Strict):
+    incremental: bool = False
+    model_requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+    failures: int = 0
+    rejected: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class TreeDiff(Strict):
+    added_node_ids: list[str] = Field(default_factory=list)
+    removed_node_ids: list[str] = Field(default_factory=list)
+    relabeled_node_ids: list[str] = Field(default_factory=list)
+    changed_evidence_node_ids: list[str] = Field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        parts = [
+            (len(self.added_node_ids), "added"),
+            (len(self.removed_node_ids), "removed"),
+            (len(self.relabeled_node_ids), "relabeled"),
+            (len(self.changed_evidence_node_ids), "with new evidence"),
+        ]
+        return ", ".join(f"{count} {what}" for count, what in parts if count) or "no change"
+
+
+class TaxonomyNode(Strict):
+    taxonomy_id: str
+    label: str
+    aliases: list[str] = Field(default_factory=list)
+    node_count: int = 0
 
 
 class InterestTree(Strict):
@@ -103,6 +144,7 @@ class InterestTree(Strict):
     create_time: datetime
     event_count: int = Field(ge=0)
     model: str = ""
+    build_stats: BuildStats = Field(default_factory=BuildStats)
 
     @property
     def depth(self) -> int:
@@ -110,3 +152,19 @@ class InterestTree(Strict):
 
     def level_nodes(self, level: int) -> list[InterestNode]:
         return [node for node in self.nodes if node.level == level]
+
+
+def diff_trees(previous: InterestTree | None, current: InterestTree) -> TreeDiff:
+    if previous is None:
+        return TreeDiff()
+    before = {node.node_id: node for node in previous.nodes}
+    after = {node.node_id: node for node in current.nodes}
+    common = [node_id for node_id in after if node_id in before]
+    return TreeDiff(
+        added_node_ids=[node_id for node_id in after if node_id not in before],
+        removed_node_ids=[node_id for node_id in before if node_id not in after],
+        relabeled_node_ids=[n for n in common if before[n].label != after[n].label],
+        changed_evidence_node_ids=[
+            n for n in common if set(before[n].evidence_items) != set(after[n].evidence_items)
+        ],
+    )

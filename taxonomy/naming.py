@@ -30,16 +30,17 @@ from tenacity import (
 
 from taxonomy.builder import ROOT
 from taxonomy.llm import ChatModel
-from taxonomy.models import Item, TextSource
+from taxonomy.models import InterestNode, Item, TextSource
 
 logger = logging.getLogger(__name__)
 
-MAX_ITEMS_IN_PROMPT = 12
+MAX_ITEMS_IN_PROMPT = 8
 MAX_LABEL_WORDS = 6
 MAX_LABEL_CHARS = 60
 MIN_EXPLANATION_CHARS = 20
 MAX_EXPLANATION_CHARS = 240
 COPIED_RUN_WORDS = 5
+REUSE_MIN_EVIDENCE_OVERLAP = 0.8
 
 SYSTEM_PROMPT = (
     "You label one group of items in a user's interest tree. The items come from a catalog and "
@@ -75,6 +76,7 @@ class NamingStats:
     failures: int = 0
     labels_from_model: int = 0
     explanations_from_model: int = 0
+    reused: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
@@ -257,14 +259,26 @@ async def refine_tree(
     mode: NamingMode,
     limiter: asyncio.Semaphore,
     attempts: int = 3,
+    previous: Mapping[str, InterestNode] | None = None,
 ) -> NamingStats:
-    """Asks the model about every node concurrently and applies the answers that pass checks."""
+    """Asks the model about every node concurrently and applies the answers that pass checks.
+
+    With `previous` (the nodes of the last revision), a node whose group barely changed keeps
+    the text the model gave it before, so an update only asks about what changed.
+    """
     stats = NamingStats()
     if mode is NamingMode.OFF:
         return stats
     history_ids = set().union(*(graph.nodes[n]["members"] for n in graph.successors(ROOT)))
     history = [items[i] for i in sorted(history_ids)]
     nodes = [n for n in nx.bfs_tree(graph, ROOT) if n != ROOT]
+    if mode is NamingMode.CHOOSE:
+        # With a single candidate there is nothing to choose: no request, no prompt tokens.
+        nodes = [n for n in nodes if len(graph.nodes[n]["candidates"]) > 1]
+    if previous:
+        unchanged = [n for n in nodes if _reuse_previous(graph, n, previous.get(n), mode)]
+        stats.reused = len(unchanged)
+        nodes = [n for n in nodes if n not in set(unchanged)]
 
     async def name_one(node: str) -> tuple[str, NodeNaming | None]:
         attrs = graph.nodes[node]
@@ -295,6 +309,7 @@ async def refine_tree(
         if answer is None:
             continue
         attrs = graph.nodes[node]
+        attrs["reviewed"] = True
         parent = next(iter(graph.predecessors(node)))
         siblings = [graph.nodes[s]["label"] for s in graph.successors(parent) if s != node]
         evidence = [items[i] for i in attrs["evidence"]]
@@ -308,10 +323,10 @@ async def refine_tree(
             candidates=candidates,
         )
         if problem is None:
-            if label != attrs["label"]:
-                attrs["label"] = label
-                attrs["label_source"] = TextSource.MODEL
-                stats.labels_from_model += 1
+            # MODEL also when the model confirmed the data label: it was reviewed either way.
+            attrs["label"] = label
+            attrs["label_source"] = TextSource.MODEL
+            stats.labels_from_model += 1
         else:
             stats.reject(f"label_{problem}")
         if mode is not NamingMode.FREE or answer.explanation is None:
@@ -325,3 +340,29 @@ async def refine_tree(
         else:
             stats.reject(f"explanation_{problem}")
     return stats
+
+
+def _reuse_previous(
+    graph: nx.DiGraph, node: str, before: InterestNode | None, mode: NamingMode
+) -> bool:
+    """Keeps the previous revision's reviewed text for `node` if its group barely changed.
+
+    A node the model already answered about (accepted or rejected) is not asked again; one
+    whose request failed is, since failures are usually transient."""
+    if before is None or not before.reviewed:
+        return False
+    attrs = graph.nodes[node]
+    old, new = set(before.evidence_items), set(attrs["evidence"])
+    if len(old & new) / len(old | new) < REUSE_MIN_EVIDENCE_OVERLAP:
+        return False
+    if mode is NamingMode.CHOOSE and before.label not in attrs["candidates"]:
+        return False
+    attrs["reviewed"] = True
+    if before.label_source is not TextSource.MODEL:
+        return True
+    attrs["label"] = before.label
+    attrs["label_source"] = TextSource.MODEL
+    if mode is NamingMode.FREE and before.explanation_source is TextSource.MODEL:
+        attrs["explanation"] = before.explanation
+        attrs["explanation_source"] = TextSource.MODEL
+    return True

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from taxonomy.models import Event, EventType, InterestTree, Item
+from taxonomy.models import Event, EventType, InterestTree, Item, TaxonomyNode, TreeDiff
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -54,14 +54,22 @@ CREATE TABLE IF NOT EXISTS trees (
     user_id TEXT NOT NULL,
     revision INTEGER NOT NULL,
     tree TEXT NOT NULL,
+    diff TEXT NOT NULL,
     PRIMARY KEY (user_id, revision)
 );
-CREATE TABLE IF NOT EXISTS node_vectors (
+CREATE TABLE IF NOT EXISTS taxonomy_nodes (
+    taxonomy_id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    aliases TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tree_node_taxonomy (
     user_id TEXT NOT NULL,
     node_id TEXT NOT NULL,
-    label_vector BLOB NOT NULL,
+    taxonomy_id TEXT NOT NULL,
     PRIMARY KEY (user_id, node_id)
 );
+CREATE INDEX IF NOT EXISTS tree_nodes_by_taxonomy ON tree_node_taxonomy (taxonomy_id);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -69,7 +77,7 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 CATALOG_VERSION_KEY = "catalog_version"
-TREES_VERSION_KEY = "trees_version"
+TAXONOMY_VERSION_KEY = "taxonomy_version"
 
 
 def vectors_version_key(space: str) -> str:
@@ -97,11 +105,19 @@ class Store(Protocol):
     def event_count(self) -> int: ...
     def all_sequences(self) -> Iterator[tuple[str, list[Event]]]: ...
     def save_tree(
-        self, tree: InterestTree, label_vectors: dict[str, NDArray[np.float32]]
+        self,
+        tree: InterestTree,
+        diff: TreeDiff,
+        new_taxonomy: Sequence[tuple[TaxonomyNode, NDArray[np.float32]]],
+        new_aliases: dict[str, str],
     ) -> None: ...
     def latest_tree(self, user_id: str) -> InterestTree | None: ...
     def latest_revision(self, user_id: str) -> int: ...
-    def node_label_vectors(self) -> tuple[list[str], NDArray[np.float32]]: ...
+    def tree_revisions(
+        self, user_id: str, before_revision: int, limit: int
+    ) -> list[tuple[InterestTree, TreeDiff]]: ...
+    def taxonomy_vectors(self) -> tuple[list[str], NDArray[np.float32]]: ...
+    def list_taxonomy(self, offset: int, limit: int) -> list[TaxonomyNode]: ...
     def close(self) -> None: ...
 
 
@@ -349,21 +365,48 @@ class SqliteStore:
 
     # Trees ---------------------------------------------------------------------------------
 
-    def save_tree(self, tree: InterestTree, label_vectors: dict[str, NDArray[np.float32]]) -> None:
+    def save_tree(
+        self,
+        tree: InterestTree,
+        diff: TreeDiff,
+        new_taxonomy: Sequence[tuple[TaxonomyNode, NDArray[np.float32]]],
+        new_aliases: dict[str, str],
+    ) -> None:
+        """Stores a revision with its diff and taxonomy mapping in one transaction.
+
+        `new_aliases` maps taxonomy ids to a label seen for the first time.
+        """
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO trees (user_id, revision, tree) VALUES (?, ?, ?)",
-                (tree.user_id, tree.revision, tree.model_dump_json()),
+                "INSERT INTO trees (user_id, revision, tree, diff) VALUES (?, ?, ?, ?)",
+                (tree.user_id, tree.revision, tree.model_dump_json(), diff.model_dump_json()),
             )
-            conn.execute("DELETE FROM node_vectors WHERE user_id = ?", (tree.user_id,))
             conn.executemany(
-                "INSERT INTO node_vectors (user_id, node_id, label_vector) VALUES (?, ?, ?)",
+                "INSERT INTO taxonomy_nodes (taxonomy_id, label, aliases, vector) "
+                "VALUES (?, ?, '[]', ?)",
+                [(node.taxonomy_id, node.label, _to_blob(vector)) for node, vector in new_taxonomy],
+            )
+            for taxonomy_id, alias in new_aliases.items():
+                row = conn.execute(
+                    "SELECT aliases FROM taxonomy_nodes WHERE taxonomy_id = ?", (taxonomy_id,)
+                ).fetchone()
+                aliases = json.loads(row[0])
+                if alias not in aliases:
+                    conn.execute(
+                        "UPDATE taxonomy_nodes SET aliases = ? WHERE taxonomy_id = ?",
+                        (json.dumps([*aliases, alias]), taxonomy_id),
+                    )
+            conn.execute("DELETE FROM tree_node_taxonomy WHERE user_id = ?", (tree.user_id,))
+            conn.executemany(
+                "INSERT INTO tree_node_taxonomy (user_id, node_id, taxonomy_id) VALUES (?, ?, ?)",
                 [
-                    (tree.user_id, node_id, _to_blob(vector))
-                    for node_id, vector in label_vectors.items()
+                    (tree.user_id, node.node_id, node.taxonomy_node)
+                    for node in tree.nodes
+                    if node.taxonomy_node
                 ],
             )
-            self._bump(conn, TREES_VERSION_KEY)
+            if new_taxonomy:
+                self._bump(conn, TAXONOMY_VERSION_KEY)
 
     def latest_tree(self, user_id: str) -> InterestTree | None:
         with self._lock:
@@ -380,12 +423,43 @@ class SqliteStore:
             ).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
-    def node_label_vectors(self) -> tuple[list[str], NDArray[np.float32]]:
+    def tree_revisions(
+        self, user_id: str, before_revision: int, limit: int
+    ) -> list[tuple[InterestTree, TreeDiff]]:
+        """Revisions older than `before_revision`, newest first."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT user_id, node_id, label_vector FROM node_vectors ORDER BY user_id, node_id"
+                "SELECT tree, diff FROM trees WHERE user_id = ? AND revision < ? "
+                "ORDER BY revision DESC LIMIT ?",
+                (user_id, before_revision, limit),
             ).fetchall()
-        return [f"{row[0]}/{row[1]}" for row in rows], _stack([row[2] for row in rows])
+        return [
+            (InterestTree.model_validate_json(tree), TreeDiff.model_validate_json(diff))
+            for tree, diff in rows
+        ]
+
+    def taxonomy_vectors(self) -> tuple[list[str], NDArray[np.float32]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT taxonomy_id, vector FROM taxonomy_nodes ORDER BY taxonomy_id"
+            ).fetchall()
+        return [row[0] for row in rows], _stack([row[1] for row in rows])
+
+    def list_taxonomy(self, offset: int, limit: int) -> list[TaxonomyNode]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT t.taxonomy_id, t.label, t.aliases, COUNT(m.node_id) AS uses "
+                "FROM taxonomy_nodes t LEFT JOIN tree_node_taxonomy m "
+                "ON m.taxonomy_id = t.taxonomy_id "
+                "GROUP BY t.taxonomy_id ORDER BY uses DESC, t.taxonomy_id LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [
+            TaxonomyNode(
+                taxonomy_id=row[0], label=row[1], aliases=json.loads(row[2]), node_count=row[3]
+            )
+            for row in rows
+        ]
 
     def close(self) -> None:
         with self._lock:

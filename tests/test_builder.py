@@ -129,7 +129,7 @@ def test_every_generated_tree_satisfies_the_invariants(
     items, sequence = case
     tree = make_tree(items, sequence)
     assert invariant_violations(tree, set(sequence)) == []
-    assert 1 <= tree.depth <= BuilderConfig().max_depth
+    assert 2 <= tree.depth <= BuilderConfig().max_depth
 
 
 def test_event_type_weights_apply() -> None:
