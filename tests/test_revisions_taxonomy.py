@@ -193,3 +193,16 @@ def _sample_domain() -> tuple[list, list]:  # type: ignore[type-arg]
         for day, item_id in enumerate(user["items"])
     ]
     return items, events
+
+
+async def test_build_trees_command_shows_progress(
+    data_only_server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.batch_cli import build_trees
+
+    await load_sample(data_only_server)
+    address = f"127.0.0.1:{data_only_server.port}"
+    assert await build_trees(address, [], all_users=True) == 0
+    assert "3/3" in capsys.readouterr().err
+    assert await build_trees(address, ["bob", "nobody"], all_users=False) == 1
+    assert "users/nobody: NOT_FOUND" in capsys.readouterr().err
