@@ -182,8 +182,10 @@ def _convert(gguf_path: Path, out_dir: Path) -> None:
     src_dir, gguf_file = str(gguf_path.parent), gguf_path.name
 
     logger.info("Loading and de-quantizing %s", gguf_file)
+    # float32 here: transformers warns (and is slower) when asked to de-quantize straight to
+    # bf16; the cast to bf16 happens once, when the state dict is copied into the bf16 model.
     quantized = AutoModelForCausalLM.from_pretrained(
-        src_dir, gguf_file=gguf_file, dtype=torch.bfloat16, local_files_only=True
+        src_dir, gguf_file=gguf_file, dtype=torch.float32, local_files_only=True
     )
     config = quantized.config
     # save_pretrained refuses a model whose config still describes GGUF quantization, although

@@ -195,11 +195,14 @@ class VllmSupervisor:
     def environment(self) -> dict[str, str]:
         """The environment used to start vLLM."""
         env = dict(os.environ)
+        # CPU placement may be overridden by the operator (e.g. to keep a core free for the
+        # gRPC service): OpenMP threads spin-wait at barriers, so a pinned vLLM thread that
+        # shares its core with another busy process slows every forward pass many times over.
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_bind_spec())
+        # vLLM's default reserves a core for its frontend; with 2 cores that halves throughput.
+        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         env.update(
             {
-                # Default reserves a core for the frontend; with 2 cores that halves throughput.
-                "VLLM_CPU_OMP_THREADS_BIND": cpu_bind_spec(),
-                "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
                 "VLLM_CPU_KVCACHE_SPACE": str(self._kv_cache_gib),
                 # Everything is local; a hub lookup would hang or fail without internet.
                 "HF_HUB_OFFLINE": "1",
@@ -361,7 +364,7 @@ class VllmSupervisor:
         try:
             async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT_S, trust_env=False) as client:
                 while not exited.done():
-                    if await self._probe(client, "/v1/models"):
+                    if await self._probe(client, "/v1/models", expect_model=True):
                         reached_ready = True
                         self._ever_ready = True
                         logger.info("vLLM ready on %s (pid %d)", self.base_url, proc.pid)
@@ -391,13 +394,25 @@ class VllmSupervisor:
                 exited.cancel()
         return reached_ready
 
-    async def _probe(self, client: httpx.AsyncClient, path: str) -> bool:
+    async def _probe(
+        self, client: httpx.AsyncClient, path: str, *, expect_model: bool = False
+    ) -> bool:
         base = f"http://{self._host}:{self.port}"
         try:
             response = await client.get(base + path)
         except httpx.HTTPError:
             return False
-        return response.status_code == 200
+        if response.status_code != 200:
+            return False
+        if not expect_model:
+            return True
+        # The free port is chosen before vLLM binds it; checking the model name makes sure a
+        # 200 comes from our server and not from whatever else grabbed the port meanwhile.
+        try:
+            models = response.json().get("data", [])
+            return any(m.get("id") == self._served_model_name for m in models)
+        except (ValueError, AttributeError, TypeError):
+            return False
 
     async def _terminate(self, proc: asyncio.subprocess.Process, grace: float) -> None:
         if proc.returncode is None and _kill_group(proc.pid, signal.SIGTERM):
