@@ -22,12 +22,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from index import HnswIndex, fuse_levels, node_contributions, weighted_mean
+from index import HnswIndex
+from index.collaborative import TransitionConfig
 from taxonomy.builder import (
     BuilderConfig,
     build_data_tree,
     invariant_violations,
     tree_from_graph,
+)
+from taxonomy.collaborative import (
+    CollaborativeRetrieval,
+    build_retrieval,
+    load_model,
+    save_model,
+    train_collaborative,
 )
 from taxonomy.embedder import Embedder
 from taxonomy.errors import DomainError, FieldViolation, InvalidArgumentError, NotFoundError
@@ -44,6 +52,7 @@ from taxonomy.models import (
     diff_trees,
 )
 from taxonomy.naming import NamingMode, NamingStats, refine_tree
+from taxonomy.retrieval import Recommendation, VectorSpace, recommend
 from taxonomy.store import (
     CATALOG_VERSION_KEY,
     TAXONOMY_VERSION_KEY,
@@ -54,7 +63,6 @@ from taxonomy.store import (
 logger = logging.getLogger(__name__)
 
 TEXT_SPACE = "text"
-MAX_ATTRIBUTED_NODES = 3
 
 
 @dataclass(frozen=True)
@@ -69,20 +77,15 @@ class EngineConfig:
     """Label-embedding cosine similarity above which two labels are one taxonomy node; measured
     with all-MiniLM-L6-v2: "Sci-Fi"/"Science fiction" 0.82, "Horror"/"Gothic horror" 0.63."""
     batch_users_in_flight: int = 4
-
-
-@dataclass(frozen=True)
-class ScoredNode:
-    node: InterestNode
-    contribution: float
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    item_id: str
-    score: float
-    nodes: list[ScoredNode]
-    reason: str
+    retrieval: str = "auto"
+    """"auto": collaborative vectors once trained (text for users without any), "text": text
+    embeddings only."""
+    collaborative: TransitionConfig | None = field(default_factory=TransitionConfig)
+    """How collaborative item vectors are learned from recorded events; None disables them."""
+    collaborative_min_events: int = 1000
+    """Fewer recorded events than this train nothing: the text space serves until then."""
+    rerank_candidates: int = 200
+    """HNSW candidates re-scored with the full-rank collaborative model; 0 disables."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,9 @@ class InterestEngine:
             indexes / "taxonomy", embedder.dim, self._config.hnsw_ef_search
         )
         self._taxonomy_labels: dict[str, str] = {}
+        self._models_dir = data_dir / "models"
+        self._collaborative: CollaborativeRetrieval | None = None
+        self._refresh_lock = asyncio.Lock()
 
     @property
     def config(self) -> EngineConfig:
@@ -213,6 +219,17 @@ class InterestEngine:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open_indexes)
+        if self._config.collaborative is not None:
+            await asyncio.to_thread(self._load_collaborative)
+
+    def _load_collaborative(self) -> None:
+        loaded = load_model(self._models_dir)
+        if loaded is not None:
+            model, event_count = loaded
+            live = set(self._items.index.ids())
+            self._collaborative = build_retrieval(
+                model, event_count, self._config.hnsw_ef_search, live
+            )
 
     def _save_dirty(self) -> None:
         if self._items.dirty:
@@ -270,6 +287,8 @@ class InterestEngine:
             deleted = self._store.delete_items(item_ids)
             self._items.index.delete(item_ids)
             self._items.dirty = True
+            if self._collaborative is not None:
+                self._collaborative.forget(item_ids)
             return deleted
 
         async with self._write_lock:
@@ -517,14 +536,21 @@ class InterestEngine:
                 "level_weights give every level of this tree weight 0",
                 [FieldViolation("level_weights", f"the tree has {tree.depth} levels")],
             )
-        exclude: set[str] = set()
-        if not include_seen:
-            events = await asyncio.to_thread(self._store.user_events, user_id)
-            exclude = {event.item_id for event in events}
+        events = await asyncio.to_thread(self._store.user_events, user_id)
+        exclude = set() if include_seen else {event.item_id for event in events}
         recommendations = await asyncio.to_thread(
-            self._recommend_sync, tree, weights, page_size, exclude
+            self._recommend_sync, tree, weights, page_size, exclude, events
         )
         return RecommendResult(recommendations, tree.revision, weights)
+
+    def _text_space(self) -> VectorSpace:
+        index = self._items.index
+        return VectorSpace(
+            name=TEXT_SPACE,
+            index=index,
+            query_vectors=index.get_vectors,
+            has_vector=index.__contains__,
+        )
 
     def _recommend_sync(
         self,
@@ -532,67 +558,79 @@ class InterestEngine:
         weights: Sequence[float],
         page_size: int,
         exclude: set[str],
+        events: Sequence[Event],
     ) -> list[Recommendation]:
-        index = self._items.index
-        nodes: list[InterestNode] = []
-        node_vectors: list[NDArray[np.float32]] = []
-        coefficients: list[float] = []
-        level_vectors: list[NDArray[np.float32]] = []
-        level_weights: list[float] = []
-        for level in range(1, tree.depth + 1):
-            level_weight = weights[level - 1]
-            members: list[tuple[InterestNode, NDArray[np.float32]]] = []
-            for node in tree.level_nodes(level):
-                present = [i for i in node.evidence_items if i in index]
-                if present:
-                    members.append(
-                        (node, weighted_mean(index.get_vectors(present), [1.0] * len(present)))
-                    )
-            if not members or level_weight <= 0:
-                continue
-            node_weights = np.array([max(node.weight, 1e-9) for node, _ in members])
-            node_weights /= node_weights.sum()
-            stacked = np.stack([vector for _, vector in members])
-            level_vectors.append(weighted_mean(stacked, node_weights.tolist()))
-            level_weights.append(level_weight)
-            for (node, vector), share in zip(members, node_weights, strict=True):
-                nodes.append(node)
-                node_vectors.append(vector)
-                coefficients.append(level_weight * float(share))
-        if not level_vectors:
-            return []
-        user_vector = fuse_levels(level_vectors, level_weights)
-        norm = float(np.linalg.norm(user_vector))
-        if norm == 0:
-            return []
-        hits = index.query(user_vector, page_size, exclude=exclude)
-        if not hits:
-            return []
-        matrix = np.stack(node_vectors)
-        item_vectors = index.get_vectors([item_id for item_id, _ in hits])
-        results: list[Recommendation] = []
-        for (item_id, score), item_vector in zip(hits, item_vectors, strict=True):
-            contributions = node_contributions(item_vector, matrix, coefficients) / norm
-            order = np.argsort(-contributions)[:MAX_ATTRIBUTED_NODES]
-            scored = [
-                ScoredNode(nodes[i], float(contributions[i])) for i in order if contributions[i] > 0
-            ] or [ScoredNode(nodes[int(order[0])], float(contributions[int(order[0])]))]
-            results.append(
-                Recommendation(item_id=item_id, score=score, nodes=scored, reason=_reason(scored))
-            )
-        return results
+        collaborative = self._collaborative
+        if collaborative is not None and self._config.retrieval != "text":
+            item_weights = collaborative.item_weights(events)
+            if item_weights:
+                return recommend(
+                    tree,
+                    weights,
+                    item_weights,
+                    collaborative.space,
+                    page_size=page_size,
+                    exclude=exclude,
+                    rerank_candidates=self._config.rerank_candidates,
+                )
+        history = summarize_history(events, half_life_events=self._config.half_life_events)
+        return recommend(
+            tree,
+            weights,
+            {entry.item_id: entry.strength for entry in history},
+            self._text_space(),
+            page_size=page_size,
+            exclude=exclude,
+        )
 
     # Admin ----------------------------------------------------------------------------------
 
     async def refresh_models(self) -> RefreshResult:
-        """Brings every event-derived model up to date with the events recorded so far."""
-        event_count = await asyncio.to_thread(self._store.event_count)
-        await self.flush()
+        """Retrains the collaborative vectors on every event recorded before the call, swaps
+        them in, and saves every index; returns once all of that is done."""
+        async with self._refresh_lock:
+            event_count = await asyncio.to_thread(self._store.event_count)
+            config = self._config.collaborative
+            current = self._collaborative
+            if (
+                config is not None
+                and event_count >= self._config.collaborative_min_events
+                and (current is None or current.event_count != event_count)
+            ):
+                retrieval = await asyncio.to_thread(self._train_collaborative, config)
+                if retrieval is not None:
+                    self._collaborative = retrieval
+            await self.flush()
+        item_count = len(self._items.index)
         return RefreshResult(
-            event_count=event_count,
-            item_count=len(self._items.index),
-            refresh_time=datetime.now(UTC),
+            event_count=event_count, item_count=item_count, refresh_time=datetime.now(UTC)
         )
+
+    def _train_collaborative(self, config: TransitionConfig) -> CollaborativeRetrieval | None:
+        # Count and sequences come from one snapshot so the model reflects exactly that count.
+        sequences = [events for _, events in self._store.all_sequences()]
+        event_count = sum(len(events) for events in sequences)
+        try:
+            model = train_collaborative(sequences, config)
+        except ValueError:
+            logger.warning("not enough events to train collaborative vectors yet")
+            return None
+        save_model(self._models_dir, model, event_count)
+        live = set(self._items.index.ids())
+        return build_retrieval(model, event_count, self._config.hnsw_ef_search, live)
+
+    async def refresh_if_stale(self) -> bool:
+        """Background refresh: retrains only when events arrived since the last training."""
+        if self._config.collaborative is None:
+            return False
+        event_count = await asyncio.to_thread(self._store.event_count)
+        current = self._collaborative
+        if event_count < self._config.collaborative_min_events or (
+            current is not None and current.event_count == event_count
+        ):
+            return False
+        await self.refresh_models()
+        return True
 
     def explain_levels(
         self, tree: InterestTree
@@ -615,15 +653,6 @@ def is_refinement(first: str, second: str) -> bool:
     narrower interest, however close the embeddings (all-MiniLM-L6-v2 gives 0.81 there)."""
     a, b = set(_WORDS.findall(first.casefold())), set(_WORDS.findall(second.casefold()))
     return a != b and (a < b or b < a)
-
-
-def _reason(nodes: Sequence[ScoredNode]) -> str:
-    first = nodes[0].node
-    reason = f"Because of your interest in {first.label} (level {first.level})"
-    if len(nodes) > 1:
-        second = nodes[1].node
-        reason += f" and {second.label} (level {second.level})"
-    return reason + "."
 
 
 def describe_naming(stats: NamingStats) -> Mapping[str, int]:

@@ -1,0 +1,477 @@
+"""Collaborative item vectors trained from recorded event sequences (pure numpy/scipy).
+
+Two trainers, both deterministic:
+
+``train_transition_vectors`` (the default recipe)
+    A linear next-item model fitted in closed form (ridge regression, in the spirit of SLIT /
+    SLIST, Choi et al., WWW 2021). For every event ``t`` of every user sequence the *context* is
+    a weighted bag of the user's earlier events and the *target* is the event itself:
+
+        context_t = sum_{k<t} e_k * (decay**(t-1-k) [t-k <= window] + beta / m_t**power [t-k <= L])
+
+    (``e_k`` = optional per-event weight, ``m_t = min(t, L)`` = profile size, ``L`` =
+    ``profile_window``). The item-to-item matrix ``B = (S'S + l2 I)^-1 S'T`` maps a context to
+    next-item scores. The *same* weighting of a user's history gives the query at serving time, so
+    ``score(j) = sum_i a_i B[i, j]`` with ``a = context_weights(...)``.
+
+    ``B`` is factorised by reduced-rank regression (the top ``dim`` eigenvectors ``V`` of
+    ``B' S'S B``, found by seeded randomized subspace iteration): ``B_d = (B V) V'``. Context (query-side) vectors are ``B V`` and index-side
+    vectors are ``V``. The index-side vectors get one extra coordinate that makes every row unit
+    norm (the usual inner-product -> cosine reduction), with a 0 in the context vectors' extra
+    coordinate, so that
+
+        fused user vector u = sum_i a_i * context_vectors[i]
+        u . item_vectors[j] == sum_i a_i * B_d[i, j]   (exactly, up to float32 rounding)
+
+    and the ranking is the same whether the index uses inner product or cosine. Build user vectors
+    from ``context_vectors``; put ``item_vectors`` in the index. Do **not** L2-normalise context
+    vectors before combining them (their norms carry how strongly an item predicts others).
+
+``train_cooccurrence_vectors`` (item2vec-style, symmetric)
+    Windowed co-occurrence with distance decay, shifted PPMI, truncated SVD with an eigenvalue
+    weighting exponent; rows L2-normalised. Context and index vectors are the same matrix.
+
+The full-rank matrix ``B`` (``CollaborativeModel.transitions``) is kept so that
+``index.rerank`` can re-score HNSW candidates exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import scipy.linalg
+import scipy.sparse as sp
+from scipy.sparse.linalg import svds
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+__all__ = [
+    "CollaborativeModel",
+    "CooccurrenceConfig",
+    "TransitionConfig",
+    "context_weights",
+    "train_cooccurrence_vectors",
+    "train_transition_vectors",
+]
+
+
+@dataclass(frozen=True)
+class TransitionConfig:
+    """Hyper-parameters of :func:`train_transition_vectors` (defaults tuned on MovieLens)."""
+
+    dim: int = 256
+    """Rank of the factorisation; vectors have ``dim + 1`` coordinates."""
+    window: int = 10
+    """Recent-context window in events."""
+    decay: float = 0.85
+    """Per-event decay inside the window (the newest earlier event has weight 1)."""
+    profile_weight: float = 1.0
+    """``beta``: weight of the long-term profile (all earlier events within ``profile_window``)."""
+    profile_power: float = 0.5
+    """Profile item weight is ``beta / m**profile_power`` for a profile of ``m`` events."""
+    profile_window: int | None = None
+    """Profile covers at most this many most recent earlier events (``None`` = all)."""
+    l2: float = 100.0
+    """Ridge penalty of the regression."""
+    max_sequence_length: int | None = None
+    """Train on at most the last this-many events of each sequence (bounds cost; ``None`` = all)."""
+    min_count: int = 1
+    """Items seen fewer times are left out of the vocabulary."""
+    max_items: int = 20_000
+    """Keep at most the this-many most frequent items (the solve is dense, O(n_items^3))."""
+    keep_transitions: bool = True
+    """Keep the full-rank matrix ``B`` (n_items^2 float32) for exact re-ranking."""
+    power_iters: int = 4
+    """Subspace iterations of the randomized eigen-solver of the factorisation."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CooccurrenceConfig:
+    """Hyper-parameters of :func:`train_cooccurrence_vectors` (item2vec-style PPMI-SVD)."""
+
+    dim: int = 64
+    window: int = 10
+    decay: float = 0.9
+    """Co-occurrence weight ``decay**(distance-1)`` for two events ``distance`` apart."""
+    shift: float = 1.0
+    """PPMI shift ``log(shift)`` (1.0 = plain PPMI; word2vec's k negatives = ``shift=k``)."""
+    context_smoothing: float = 0.75
+    eig_power: float = 0.5
+    """Vectors are ``U * s**eig_power``."""
+    min_count: int = 1
+    max_items: int = 50_000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CollaborativeModel:
+    """Item vectors for the fused-vector index plus what re-ranking needs.
+
+    ``item_vectors[k]`` and ``context_vectors[k]`` belong to ``item_ids[k]``.
+    """
+
+    item_ids: tuple[str, ...]
+    item_vectors: F32
+    """Index-side vectors, unit L2 norm, shape (n_items, dim')."""
+    context_vectors: F32
+    """Query-side vectors: a user vector is a weighted sum of these rows."""
+    transitions: F32 | None
+    """Full-rank next-item matrix ``B`` (row = context item, column = candidate), or ``None``."""
+    window: int = 10
+    decay: float = 0.85
+    profile_weight: float = 0.0
+    profile_power: float = 0.5
+    profile_window: int | None = None
+    _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._index.update({item: k for k, item in enumerate(self.item_ids)})
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_vectors.shape[1])
+
+    def index_of(self, item_id: str) -> int | None:
+        """Row of ``item_id`` or ``None`` when the item has no vector."""
+        return self._index.get(item_id)
+
+    def weights_for(
+        self, history: Sequence[str], event_weights: Sequence[float] | None = None
+    ) -> dict[int, float]:
+        """Per-row query weights for a time-ordered history (the trainer's context weighting).
+
+        Unknown items are skipped; repeated items accumulate.
+        """
+        pos = context_weights(
+            len(history),
+            window=self.window,
+            decay=self.decay,
+            profile_weight=self.profile_weight,
+            profile_power=self.profile_power,
+            profile_window=self.profile_window,
+        )
+        if event_weights is not None:
+            pos = pos * np.asarray(event_weights, dtype=np.float64)
+        out: dict[int, float] = {}
+        for item, w in zip(history, pos.tolist(), strict=True):
+            row = self._index.get(item)
+            if row is not None and w != 0.0:
+                out[row] = out.get(row, 0.0) + float(w)
+        return out
+
+    def user_vector(
+        self, history: Sequence[str], event_weights: Sequence[float] | None = None
+    ) -> F32:
+        """Query vector of a time-ordered history: sum of weighted ``context_vectors`` rows."""
+        weights = self.weights_for(history, event_weights)
+        u = np.zeros(self.context_vectors.shape[1], dtype=np.float64)
+        if weights:
+            rows = np.fromiter(weights.keys(), dtype=np.int64)
+            w = np.fromiter(weights.values(), dtype=np.float64)
+            u = w @ self.context_vectors[rows].astype(np.float64)
+        return u.astype(np.float32)
+
+
+def context_weights(
+    n: int,
+    *,
+    window: int,
+    decay: float,
+    profile_weight: float = 0.0,
+    profile_power: float = 0.5,
+    profile_window: int | None = None,
+) -> F64:
+    """Weights of the ``n`` events of a time-ordered history (oldest first) as one query.
+
+    Recency part: ``decay**age`` for the ``window`` newest events (age 0 = newest). Profile part:
+    ``profile_weight / m**profile_power`` for each of the ``m`` newest events in the profile
+    window. This is exactly the context a training row uses for the event that follows.
+    """
+    w = np.zeros(n, dtype=np.float64)
+    if n == 0:
+        return w
+    age = np.arange(n - 1, -1, -1, dtype=np.float64)
+    recent = age < window
+    w[recent] += decay ** age[recent]
+    if profile_weight > 0.0:
+        m = n if profile_window is None else min(n, profile_window)
+        w[n - m :] += profile_weight / float(m) ** profile_power
+    return w
+
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary
+
+
+def _vocabulary(
+    sequences: Sequence[Sequence[str]], min_count: int, max_items: int
+) -> tuple[tuple[str, ...], dict[str, int]]:
+    counts: Counter[str] = Counter()
+    for seq in sequences:
+        counts.update(seq)
+    kept = [item for item, c in counts.items() if c >= min_count]
+    if len(kept) > max_items:
+        kept.sort(key=lambda item: (-counts[item], item))
+        kept = kept[:max_items]
+    kept.sort()
+    return tuple(kept), {item: k for k, item in enumerate(kept)}
+
+
+def _encode(
+    sequences: Sequence[Sequence[str]],
+    weights: Sequence[Sequence[float]] | None,
+    index: dict[str, int],
+) -> list[tuple[I64, F64]]:
+    if weights is not None and len(weights) != len(sequences):
+        raise ValueError("weights must have one entry per sequence")
+    out: list[tuple[I64, F64]] = []
+    for s, seq in enumerate(sequences):
+        wseq = weights[s] if weights is not None else None
+        if wseq is not None and len(wseq) != len(seq):
+            raise ValueError(f"sequence {s}: {len(seq)} events but {len(wseq)} weights")
+        rows: list[int] = []
+        ws: list[float] = []
+        for e, item in enumerate(seq):
+            k = index.get(item)
+            if k is None:
+                continue
+            rows.append(k)
+            ws.append(1.0 if wseq is None else float(wseq[e]))
+        out.append((np.asarray(rows, dtype=np.int64), np.asarray(ws, dtype=np.float64)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Transition model
+
+
+def _sequence_blocks(n: int, e: F64, cfg: TransitionConfig) -> tuple[F64, F64]:
+    """Gram ``S'S`` (n, n) and context matrix ``S`` (n-1, n) of one sequence, by position.
+
+    Row ``t-1`` of ``S`` is the context of target position ``t``. ``S = R + P`` with a banded
+    recency part ``R`` and a profile part ``P`` (``P[t-1, k] = d_t`` for ``t-L <= k < t``), so the
+    Gram is ``R'S + (R'P)' + P'P`` where ``P'P`` has a prefix-sum closed form: O(n^2 W), not O(n^3).
+    """
+    t = np.arange(1, n, dtype=np.int64)
+    # recency part (sparse, banded)
+    rr: list[I64] = []
+    rc: list[I64] = []
+    rv: list[F64] = []
+    for lag in range(1, min(cfg.window, n - 1) + 1):
+        tt = t[t - lag >= 0]
+        rr.append(tt - 1)
+        rc.append(tt - lag)
+        rv.append(np.full(tt.size, cfg.decay ** (lag - 1)))
+    rec = sp.csr_matrix(
+        (np.concatenate(rv), (np.concatenate(rr), np.concatenate(rc))), shape=(n - 1, n)
+    )
+    s = rec.toarray()
+    gram = np.asarray((rec.T @ rec).toarray())
+    if cfg.profile_weight > 0.0:
+        lp = n if cfg.profile_window is None else cfg.profile_window
+        d = cfg.profile_weight / np.minimum(t, lp).astype(np.float64) ** cfg.profile_power
+        k = np.arange(n, dtype=np.int64)
+        gap = t[:, None] - k[None, :]
+        prof = np.where((gap >= 1) & (gap <= lp), d[:, None], 0.0)
+        s += prof
+        cross = np.asarray(rec.T @ prof)
+        # P'P[k, k'] = sum of d_t^2 over max(k, k') < t <= min(min(k, k') + L, n - 1)
+        cs = np.concatenate([[0.0], np.cumsum(d * d)])  # cs[j] = sum_{t<=j} d_t^2
+        hi = np.minimum(np.minimum.outer(k, k) + lp, n - 1)
+        lo = np.maximum.outer(k, k)
+        pp = np.where(hi > lo, cs[np.minimum(hi, n - 1)] - cs[np.minimum(lo, n - 1)], 0.0)
+        gram += cross + cross.T + pp
+    ew = e[None, :]
+    return gram * ew * e[:, None], s * ew
+
+
+def _accumulate(
+    encoded: list[tuple[I64, F64]], n_items: int, cfg: TransitionConfig
+) -> tuple[F64, F64]:
+    """Gram ``S'S`` and cross ``S'T`` summed over sequences (no penalty)."""
+    gram = np.zeros((n_items, n_items), dtype=np.float64)
+    cross = np.zeros((n_items, n_items), dtype=np.float64)
+    for items, e in encoded:
+        if cfg.max_sequence_length is not None and items.size > cfg.max_sequence_length:
+            items = items[-cfg.max_sequence_length :]
+            e = e[-cfg.max_sequence_length :]
+        n = int(items.size)
+        if n < 2:
+            continue
+        g_pos, s_pos = _sequence_blocks(n, e, cfg)
+        uniq, inv = np.unique(items, return_inverse=True)
+        m = int(uniq.size)
+        if m == n:  # no repeated item: positions map one-to-one onto local items
+            g = np.empty((m, m))
+            g[np.ix_(inv, inv)] = g_pos
+            c = np.zeros((m, m))
+            c[np.ix_(inv, inv[1:])] = s_pos.T
+        else:
+            onehot = sp.csr_matrix((np.ones(n), (np.arange(n), inv)), shape=(n, m))
+            g = np.asarray(onehot.T @ np.asarray(onehot.T @ g_pos).T)
+            c = np.asarray(onehot.T @ np.asarray(onehot[1:].T @ s_pos).T)
+        ix = np.ix_(uniq, uniq)
+        gram[ix] += g
+        cross[ix] += c
+    return gram, cross
+
+
+def _fix_signs(v: F64) -> F64:
+    """Make each column's largest-magnitude entry positive (eigenvector sign is arbitrary)."""
+    idx = np.argmax(np.abs(v), axis=0)
+    signs = np.sign(v[idx, np.arange(v.shape[1])])
+    signs[signs == 0] = 1.0
+    return v * signs[None, :]
+
+
+def _top_eigvecs(
+    apply: Callable[[F64], F64], n: int, dim: int, power_iters: int, seed: int
+) -> F64:
+    """Top ``dim`` eigenvectors of a PSD operator by seeded randomized subspace iteration."""
+    k = min(n, dim + max(16, dim // 4))
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    for _ in range(power_iters):
+        q, _ = np.linalg.qr(apply(q))
+    small = q.T @ apply(q)
+    small = 0.5 * (small + small.T)
+    _, u = np.linalg.eigh(small)
+    v = q @ u[:, ::-1][:, :dim]
+    return _fix_signs(np.ascontiguousarray(v))
+
+
+def _unit_index_vectors(target: F64, context: F64) -> tuple[F32, F32]:
+    """Append the coordinate that turns inner-product search into cosine search."""
+    norms = np.linalg.norm(target, axis=1)
+    big = float(norms.max()) if norms.size else 1.0
+    big = big if big > 0.0 else 1.0
+    extra = np.sqrt(np.maximum(big * big - norms * norms, 0.0))
+    item = np.hstack([target, extra[:, None]]) / big
+    ctx = np.hstack([context * big, np.zeros((context.shape[0], 1))])
+    return item.astype(np.float32), ctx.astype(np.float32)
+
+
+def train_transition_vectors(
+    sequences: Sequence[Sequence[str]],
+    weights: Sequence[Sequence[float]] | None = None,
+    config: TransitionConfig | None = None,
+) -> CollaborativeModel:
+    """Fit the next-item model on time-ordered per-user sequences and factorise it.
+
+    ``weights`` (optional, aligned with ``sequences``) scale how much each event counts as
+    context (e.g. a rating or dwell strength); every event is a target with weight 1.
+    """
+    cfg = config if config is not None else TransitionConfig()
+    if cfg.dim < 1 or cfg.window < 1 or not 0.0 < cfg.decay <= 1.0 or cfg.l2 <= 0.0:
+        raise ValueError(f"invalid config {cfg}")
+    item_ids, index = _vocabulary(sequences, cfg.min_count, cfg.max_items)
+    n_items = len(item_ids)
+    if n_items == 0:
+        raise ValueError("no items to train on")
+    encoded = _encode(sequences, weights, index)
+    gram, cross = _accumulate(encoded, n_items, cfg)
+
+    lhs = gram.copy()
+    lhs[np.diag_indices(n_items)] += cfg.l2
+    b = scipy.linalg.solve(lhs, cross, assume_a="pos", overwrite_a=True, check_finite=False)
+    del lhs
+
+    dim = min(cfg.dim, n_items)
+    v = _top_eigvecs(lambda x: b.T @ (gram @ (b @ x)), n_items, dim, cfg.power_iters, cfg.seed)
+    item_vecs, ctx_vecs = _unit_index_vectors(v, b @ v)
+    return CollaborativeModel(
+        item_ids=item_ids,
+        item_vectors=item_vecs,
+        context_vectors=ctx_vecs,
+        transitions=b.astype(np.float32) if cfg.keep_transitions else None,
+        window=cfg.window,
+        decay=cfg.decay,
+        profile_weight=cfg.profile_weight,
+        profile_power=cfg.profile_power,
+        profile_window=cfg.profile_window,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# item2vec-style co-occurrence model
+
+
+def _cooccurrence(
+    encoded: list[tuple[I64, F64]], n_items: int, window: int, decay: float
+) -> sp.csr_matrix:
+    rows: list[I64] = []
+    cols: list[I64] = []
+    vals: list[F64] = []
+    for items, e in encoded:
+        n = int(items.size)
+        for d in range(1, min(window, n - 1) + 1):
+            a, b = items[:-d], items[d:]
+            w = (decay ** (d - 1)) * e[:-d] * e[d:]
+            rows.extend((a, b))
+            cols.extend((b, a))
+            vals.extend((w, w))
+    if not rows:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float64)
+    mat = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n_items, n_items),
+        dtype=np.float64,
+    )
+    mat.sum_duplicates()
+    return mat
+
+
+def train_cooccurrence_vectors(
+    sequences: Sequence[Sequence[str]],
+    weights: Sequence[Sequence[float]] | None = None,
+    config: CooccurrenceConfig | None = None,
+) -> CollaborativeModel:
+    """item2vec-style vectors: SVD of shifted PPMI of windowed, distance-decayed co-occurrence.
+
+    Symmetric: ``context_vectors`` is ``item_vectors`` (rows L2-normalised). The returned model
+    has no ``transitions`` and its query weighting is plain recency (``window``, ``decay``).
+    """
+    cfg = config if config is not None else CooccurrenceConfig()
+    item_ids, index = _vocabulary(sequences, cfg.min_count, cfg.max_items)
+    n_items = len(item_ids)
+    if n_items < 2:
+        raise ValueError("need at least two items")
+    encoded = _encode(sequences, weights, index)
+    co = _cooccurrence(encoded, n_items, cfg.window, cfg.decay).tocoo()
+    total = float(co.data.sum())
+    row_sum = np.asarray(co.sum(axis=1)).ravel()
+    ctx = row_sum**cfg.context_smoothing
+    ctx_p = ctx / ctx.sum()
+    row_p = row_sum / total
+    pmi = np.log(co.data / total) - np.log(row_p[co.row]) - np.log(ctx_p[co.col])
+    pmi -= math.log(cfg.shift)
+    keep = pmi > 0
+    ppmi = sp.csr_matrix(
+        (pmi[keep], (co.row[keep], co.col[keep])), shape=(n_items, n_items), dtype=np.float64
+    )
+    dim = min(cfg.dim, n_items - 1)
+    rng = np.random.default_rng(cfg.seed)
+    v0 = rng.standard_normal(n_items)
+    u, s, _ = svds(ppmi, k=dim, v0=v0, solver="arpack")
+    order = np.argsort(-s)
+    u = _fix_signs(np.ascontiguousarray(u[:, order]))
+    vec = u * (s[order] ** cfg.eig_power)[None, :]
+    norms = np.linalg.norm(vec, axis=1, keepdims=True)
+    vec = (vec / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    return CollaborativeModel(
+        item_ids=item_ids,
+        item_vectors=vec,
+        context_vectors=vec,
+        transitions=None,
+        window=cfg.window,
+        decay=cfg.decay,
+        profile_weight=0.0,
+    )

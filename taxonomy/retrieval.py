@@ -1,0 +1,133 @@
+"""Fused-vector retrieval over one vector space, with exact per-node attribution.
+
+A space has index-side item vectors (in an HnswIndex) and query-side vectors (the same for
+text embeddings; the context vectors for the collaborative model), plus per-item weights
+`a_i` for the user's history. For a tree with level weights `w_l`:
+
+    node vector  v_n = Σ_{i∈n} a_i q_i / A_n,        A_n = Σ_{i∈n} a_i
+    level vector v_l = Σ_n (A_n / A_l) v_n,           A_l = Σ_{n∈l} A_n
+    user vector  u   = Σ_l w_l v_l
+
+so an item's score u·x splits exactly into node terms w_l (A_n / A_l) v_n·x: the attribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from index import HnswIndex, fuse_levels, node_contributions
+from taxonomy.models import InterestNode, InterestTree
+
+MAX_ATTRIBUTED_NODES = 3
+
+
+@dataclass(frozen=True)
+class ScoredNode:
+    node: InterestNode
+    contribution: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    score: float
+    nodes: list[ScoredNode]
+    reason: str
+
+
+@dataclass(frozen=True)
+class VectorSpace:
+    name: str
+    index: HnswIndex
+    query_vectors: Callable[[Sequence[str]], NDArray[np.float32]]
+    """Query-side vectors of items that have one in this space."""
+    has_vector: Callable[[str], bool]
+    exact_scores: Callable[[Mapping[str, float], Sequence[str]], NDArray[np.float32]] | None = None
+    """Full-rank scores of candidates for fused item weights, used to re-rank when present."""
+
+
+def recommend(
+    tree: InterestTree,
+    level_weights: Sequence[float],
+    item_weights: Mapping[str, float],
+    space: VectorSpace,
+    *,
+    page_size: int,
+    exclude: set[str],
+    rerank_candidates: int = 0,
+) -> list[Recommendation]:
+    nodes: list[InterestNode] = []
+    node_vectors: list[NDArray[np.float32]] = []
+    coefficients: list[float] = []
+    level_vectors: list[NDArray[np.float32]] = []
+    used_weights: list[float] = []
+    fused_item_weights: dict[str, float] = {}
+    for level in range(1, tree.depth + 1):
+        level_weight = level_weights[level - 1]
+        if level_weight <= 0:
+            continue
+        members: list[tuple[InterestNode, float, NDArray[np.float32]]] = []
+        for node in tree.level_nodes(level):
+            present = [
+                i for i in node.evidence_items if space.has_vector(i) and item_weights.get(i, 0) > 0
+            ]
+            if not present:
+                continue
+            weights = np.array([item_weights[i] for i in present])
+            mass = float(weights.sum())
+            mean = (weights / mass) @ space.query_vectors(present).astype(np.float64)
+            members.append((node, mass, mean.astype(np.float32)))
+        level_mass = sum(mass for _, mass, _ in members)
+        if level_mass <= 0:
+            continue
+        level_vectors.append(
+            np.sum([mass / level_mass * vector for _, mass, vector in members], axis=0)
+        )
+        used_weights.append(level_weight)
+        for node, mass, vector in members:
+            nodes.append(node)
+            node_vectors.append(vector)
+            coefficients.append(level_weight * mass / level_mass)
+            for item_id in node.evidence_items:
+                if space.has_vector(item_id) and item_weights.get(item_id, 0) > 0:
+                    share = level_weight * item_weights[item_id] / level_mass
+                    fused_item_weights[item_id] = fused_item_weights.get(item_id, 0.0) + share
+    if not level_vectors:
+        return []
+    user_vector = fuse_levels(level_vectors, used_weights)
+    norm = float(np.linalg.norm(user_vector))
+    if norm == 0:
+        return []
+    pool = max(page_size, rerank_candidates if space.exact_scores is not None else 0)
+    hits = space.index.query(user_vector, pool, exclude=exclude)
+    if not hits:
+        return []
+    if space.exact_scores is not None and rerank_candidates > 0:
+        exact = space.exact_scores(fused_item_weights, [item_id for item_id, _ in hits])
+        order = np.argsort(-exact, kind="stable")
+        hits = [(hits[i][0], float(exact[i])) for i in order]
+    hits = hits[:page_size]
+    matrix = np.stack(node_vectors)
+    item_vectors = space.index.get_vectors([item_id for item_id, _ in hits])
+    results: list[Recommendation] = []
+    for (item_id, score), item_vector in zip(hits, item_vectors, strict=True):
+        contributions = node_contributions(item_vector, matrix, coefficients) / norm
+        order = np.argsort(-contributions)[:MAX_ATTRIBUTED_NODES]
+        scored = [
+            ScoredNode(nodes[i], float(contributions[i])) for i in order if contributions[i] > 0
+        ] or [ScoredNode(nodes[int(order[0])], float(contributions[int(order[0])]))]
+        results.append(Recommendation(item_id, score, scored, _reason(scored)))
+    return results
+
+
+def _reason(nodes: Sequence[ScoredNode]) -> str:
+    first = nodes[0].node
+    reason = f"Because of your interest in {first.label} (level {first.level})"
+    if len(nodes) > 1:
+        second = nodes[1].node
+        reason += f" and {second.label} (level {second.level})"
+    return reason + "."

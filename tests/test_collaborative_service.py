@@ -1,0 +1,116 @@
+"""Collaborative vectors learned by the service from recorded events, end to end in-process."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from index.collaborative import TransitionConfig
+from taxonomy.embedder import Embedder
+from taxonomy.engine import EngineConfig, InterestEngine
+from taxonomy.models import Event, Item
+from taxonomy.store import SqliteStore
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+GENRES = ["Jazz", "Rock", "Folk", "Opera"]
+
+
+class HashEmbedder:
+    """Deterministic text vectors: these tests are about the collaborative space, not text."""
+
+    dim = 16
+    name = "hash"
+
+    async def embed(self, texts: list[str]) -> np.ndarray:  # type: ignore[type-arg]
+        rows = []
+        for text in texts:
+            rng = np.random.default_rng(abs(hash(text)) % (2**32))
+            row = rng.normal(size=self.dim)
+            rows.append(row / np.linalg.norm(row))
+        return np.asarray(rows, dtype=np.float32)
+
+
+def catalog() -> list[Item]:
+    return [
+        Item(
+            item_id=f"{genre.lower()}-{k}", title=f"{genre} album {k}", categories=["Music", genre]
+        )
+        for genre in GENRES
+        for k in range(10)
+    ]
+
+
+def sequences(users: int, seed: int = 7) -> list[list[str]]:
+    """Each user walks one genre's albums in order: album k is followed by album k+1."""
+    rng = random.Random(seed)
+    walks = []
+    for _ in range(users):
+        genre = rng.choice(GENRES).lower()
+        start = rng.randrange(0, 4)
+        walks.append([f"{genre}-{k}" for k in range(start, start + rng.randrange(4, 7))])
+    return walks
+
+
+async def make_engine(tmp_path: Path, embedder: Embedder) -> InterestEngine:
+    engine = InterestEngine(
+        SqliteStore(tmp_path / "db.sqlite3"),
+        tmp_path,
+        embedder,
+        None,
+        EngineConfig(
+            collaborative=TransitionConfig(dim=16, l2=1.0),
+            collaborative_min_events=100,
+            rerank_candidates=20,
+        ),
+    )
+    await engine.start()
+    return engine
+
+
+async def test_service_learns_sequences_and_attributes_exactly(tmp_path: Path) -> None:
+    embedder = HashEmbedder()
+    engine = await make_engine(tmp_path, embedder)
+    await engine.upsert_items(catalog())
+    events = [
+        Event(user_id=f"u{u}", item_id=item, event_time=START + timedelta(hours=t))
+        for u, walk in enumerate(sequences(300))
+        for t, item in enumerate(walk)
+    ]
+    await engine.record_events(events, None)
+    refreshed = await engine.refresh_models()
+    assert refreshed.event_count == len(events)
+
+    probe = [
+        Event(user_id="probe", item_id=f"folk-{k}", event_time=START + timedelta(days=30, hours=k))
+        for k in range(3)
+    ]
+    await engine.record_events(probe, None)
+    result = await engine.recommend("probe", page_size=3, level_weights=None, include_seen=False)
+    top = [rec.item_id for rec in result.recommendations]
+    assert top[0] == "folk-3", top
+    assert all(item.startswith("folk-") for item in top[:2])
+    for rec in result.recommendations:
+        assert rec.nodes
+        assert {n.node.node_id for n in rec.nodes} <= {
+            n.node_id for n in (await engine.get_tree("probe")).nodes
+        }
+    await engine.close()
+
+    # The trained model is on disk: a restarted engine serves the same ranking.
+    again = await make_engine(tmp_path, embedder)
+    second = await again.recommend("probe", page_size=3, level_weights=None, include_seen=False)
+    assert [rec.item_id for rec in second.recommendations] == top
+    await again.close()
+
+
+async def test_too_few_events_keep_the_text_space(tmp_path: Path) -> None:
+    engine = await make_engine(tmp_path, HashEmbedder())
+    await engine.upsert_items(catalog())
+    await engine.record_events([Event(user_id="solo", item_id="jazz-1", event_time=START)], None)
+    assert not await engine.refresh_if_stale()
+    result = await engine.recommend("solo", page_size=5, level_weights=None, include_seen=False)
+    assert len(result.recommendations) == 5
+    await engine.close()
