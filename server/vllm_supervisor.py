@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -62,6 +63,16 @@ def cpu_bind_spec(cpus: set[int] | None = None) -> str:
         prev = core
     ranges.append(f"{start}-{prev}" if start != prev else str(start))
     return ",".join(ranges)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM when the parent dies (Linux only)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port(host: str) -> int:
@@ -313,6 +324,8 @@ class VllmSupervisor:
             # Own session => own process group (pgid == pid), so one killpg reaches vLLM's
             # engine-core and other helper processes too.
             start_new_session=True,
+            # If this process is SIGKILLed no finalizer runs; the kernel then signals vLLM.
+            preexec_fn=_die_with_parent,
         )
 
     def _adopt(self, proc: asyncio.subprocess.Process) -> None:

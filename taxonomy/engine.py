@@ -531,11 +531,10 @@ class InterestEngine:
         await self._require_user(user_id)
         tree = await self.get_or_build_tree(user_id)
         weights = self.level_weights(tree.depth, level_weights)
-        if level_weights and sum(weights) <= 0:
-            raise InvalidArgumentError(
-                "level_weights give every level of this tree weight 0",
-                [FieldViolation("level_weights", f"the tree has {tree.depth} levels")],
-            )
+        if sum(weights) <= 0:
+            # Requested weights may cover only levels this tree lacks; a known user still gets
+            # recommendations, and the response says which weights were applied.
+            weights = self.level_weights(tree.depth, None)
         events = await asyncio.to_thread(self._store.user_events, user_id)
         exclude = set() if include_seen else {event.item_id for event in events}
         recommendations = await asyncio.to_thread(

@@ -405,3 +405,16 @@ async def test_lost_index_files_are_rebuilt_from_the_store(tmp_path: Path) -> No
         assert [r.item for r in after.recommendations] == [r.item for r in before.recommendations]
     finally:
         await second.stop()
+
+
+async def test_level_weights_for_missing_levels_fall_back_to_defaults(
+    data_only_server: RunningServer,
+) -> None:
+    await load_sample(data_only_server)
+    response = await data_only_server.stubs.recommender.Recommend(
+        recommendation_pb2.RecommendRequest(
+            user="users/bob", level_weights=[0, 0, 0, 0, 0, 0, 0, 1.0]
+        )
+    )
+    assert len(response.recommendations) == 10
+    assert sum(response.level_weights) > 0
