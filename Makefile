@@ -3,8 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# npm keeps the packages' own file dates, so make compares against stamps of its own.
+NODE_STAMP := node_modules/.installed
+TS_DIR := clients/typescript
+TS_STAMP := $(TS_DIR)/node_modules/.installed
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup demo serve test lint typecheck proto check-proto buf-lint unit e2e bench clean
+.PHONY: setup demo serve test lint typecheck proto check-proto buf-lint buf-breaking unit e2e \
+	bench clean sdk-ts browser
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,20 +32,44 @@ demo: setup
 serve: setup
 	$(BIN)/interest-tree serve
 
-proto: setup
+# The one command that regenerates every generated file (Python and TypeScript) with buf.
+proto: setup $(NODE_STAMP)
 	PYTHON=$(BIN)/python scripts/gen-proto
 
+GENERATED := clients/python/src/interesttree/v1 $(TS_DIR)/src/gen
+
 check-proto: proto
-	@git diff --exit-code --stat -- clients/python/src \
-	  && test -z "$$(git status --porcelain -- clients/python/src)" \
+	@git diff --exit-code --stat -- $(GENERATED) \
+	  && test -z "$$(git status --porcelain -- $(GENERATED))" \
 	  || (echo "generated code is stale: run 'make proto' and commit" && exit 1)
 
-node_modules/.bin/buf: package.json package-lock.json
+$(NODE_STAMP): package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
+	touch $@
 
-buf-lint: node_modules/.bin/buf
+buf-lint: $(NODE_STAMP)
 	node_modules/.bin/buf lint
 	node_modules/.bin/buf format --diff --exit-code
+
+# Fails when proto/ breaks the API against the previous commit of main.
+buf-breaking: $(NODE_STAMP)
+	scripts/buf-breaking
+
+$(TS_STAMP): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	cd $(TS_DIR) && npm ci --silent --no-audit --no-fund
+	touch $@
+
+# Builds the TypeScript SDK and runs its tests against a server they start from this venv.
+sdk-ts: setup $(TS_STAMP)
+	cd $(TS_DIR) && INTEREST_TREE_BIN=$(abspath $(BIN))/interest-tree npm test
+
+# Debian's chromium for the review-page test (tests/test_review_page.py); needs root to install.
+browser:
+	@test -x $(CHROMIUM) || { \
+	  apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium fonts-liberation > /dev/null; }
+	@$(CHROMIUM) --version
 
 lint: setup
 	$(BIN)/ruff format --check .
@@ -47,6 +77,7 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy server taxonomy index bench tests
+	cd clients/python/src && $(abspath $(BIN))/mypy --cache-dir $(abspath .mypy_cache) -p interesttree
 
 unit: setup
 	$(BIN)/python -m pytest -m "not e2e"
@@ -54,8 +85,8 @@ unit: setup
 e2e: setup
 	$(BIN)/python -m pytest -m e2e
 
-test: setup check-proto buf-lint lint typecheck
+test: setup check-proto buf-lint buf-breaking lint typecheck sdk-ts
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) node_modules var
+	rm -rf $(VENV) node_modules $(TS_DIR)/node_modules $(TS_DIR)/dist var

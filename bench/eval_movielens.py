@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import sys
 import tempfile
 import time
@@ -29,12 +28,12 @@ from interesttree.v1 import admin_pb2, catalog_pb2, interest_pb2, recommendation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.metrics import METRIC_NAMES, Metrics, evaluate, metrics_from_ranks  # noqa: E402
-from bench.movielens_data import MovieLensSplits, load_movielens  # noqa: E402
-from server.app import Runtime, create_server  # noqa: E402
-from server.config import Settings  # noqa: E402
-from taxonomy.naming import NamingMode  # noqa: E402
-from tests.conftest import Stubs, make_stubs  # noqa: E402
+from bench.metrics import METRIC_NAMES, Metrics, evaluate, metrics_from_ranks
+from bench.movielens_data import MovieLensSplits, load_movielens
+from server.app import Runtime, create_server
+from server.config import Settings
+from taxonomy.naming import NamingMode
+from tests.conftest import Stubs, make_stubs
 
 PAGE = 10
 LEVEL_WEIGHT_GRID = [
@@ -89,8 +88,8 @@ async def load_service(stubs: Stubs, data: MovieLensSplits, *, for_test: bool) -
         await stubs.catalog.UpsertItems(request, timeout=600)
     timings["upsert"] = time.perf_counter() - started
     started = time.perf_counter()
-    for request in event_requests(data, for_test=for_test):
-        await stubs.interests.RecordEvents(request, timeout=600)
+    for events in event_requests(data, for_test=for_test):
+        await stubs.interests.RecordEvents(events, timeout=600)
     timings["events"] = time.perf_counter() - started
     started = time.perf_counter()
     await stubs.admin.RefreshModels(admin_pb2.RefreshModelsRequest(), timeout=1800)
@@ -107,7 +106,7 @@ async def load_service(stubs: Stubs, data: MovieLensSplits, *, for_test: bool) -
 
 async def service_ranks(
     stubs: Stubs, data: MovieLensSplits, *, for_test: bool, level_weights: Sequence[float]
-) -> np.ndarray:  # type: ignore[type-arg]
+) -> np.ndarray:
     async def one(user_index: int) -> int:
         user = data.users[user_index]
         response = await stubs.recommender.Recommend(
@@ -130,29 +129,30 @@ async def service_ranks(
     return np.asarray(ranks, dtype=np.int64)
 
 
-def interaction_matrix(data: MovieLensSplits, *, for_test: bool) -> np.ndarray:  # type: ignore[type-arg]
+def interaction_matrix(data: MovieLensSplits, *, for_test: bool) -> np.ndarray:
     matrix = np.zeros((data.n_users, data.n_items), dtype=np.float64)
     for row, history in enumerate(data.histories(for_test=for_test)):
         matrix[row, history] = 1.0
     return matrix
 
 
-def ease_scores(matrix: np.ndarray, l2: float) -> np.ndarray:  # type: ignore[type-arg]
+def ease_scores(matrix: np.ndarray, l2: float) -> np.ndarray:
     gram = matrix.T @ matrix
     gram[np.diag_indices_from(gram)] += l2
     precision = np.linalg.inv(gram)
     weights = -precision / np.diag(precision)
     weights[np.diag_indices_from(weights)] = 0.0
-    return matrix @ weights  # type: ignore[no-any-return]
+    scores: np.ndarray = matrix @ weights
+    return scores
 
 
 def baselines(data: MovieLensSplits) -> dict[str, tuple[Metrics, Metrics, str]]:
     results: dict[str, tuple[Metrics, Metrics, str]] = {}
-    rows: dict[bool, np.ndarray] = {  # type: ignore[type-arg]
+    rows: dict[bool, np.ndarray] = {
         flag: interaction_matrix(data, for_test=flag) for flag in (False, True)
     }
 
-    def score(flag: bool, scores: np.ndarray) -> Metrics:  # type: ignore[type-arg]
+    def score(flag: bool, scores: np.ndarray) -> Metrics:
         return evaluate(scores, data.histories(for_test=flag), data.targets(for_test=flag))
 
     popularity = {flag: np.tile(rows[flag].sum(axis=0), (data.n_users, 1)) for flag in rows}
@@ -222,7 +222,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     print(f"MovieLens: {data.n_users} users, {data.n_items} items, {data.n_interactions} ratings")
     with tempfile.TemporaryDirectory(prefix="interest-tree-eval-") as tmp:
         print("Validation pass (tuning level weights)…", flush=True)
-        valid, valid_timings = await run_pass(
+        valid, _ = await run_pass(
             data, for_test=False, weight_grid=LEVEL_WEIGHT_GRID, workdir=Path(tmp)
         )
         chosen = max(valid, key=lambda w: valid[w].ndcg10)

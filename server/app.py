@@ -27,7 +27,9 @@ from interesttree.v1 import (
 )
 
 from server.config import EMBEDDED_MODEL_NAME, Settings
+from server.http import HttpServer, create_http_app, start_http
 from server.interceptors import ServiceInterceptor
+from server.metrics import LlmBackend, MeteredEngine, ServiceMetrics
 from server.servicers import (
     AdminServicer,
     CatalogServicer,
@@ -60,11 +62,17 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def create_server(
-    address: str, engine: InterestEngine, health_servicer: health.aio.HealthServicer
+    address: str,
+    engine: InterestEngine,
+    health_servicer: health.aio.HealthServicer,
+    *,
+    metrics: ServiceMetrics | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds a server with every service, health and reflection, bound to `address`."""
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor()],
+        interceptors=[
+            ServiceInterceptor(on_rpc_done=metrics.observe_rpc if metrics is not None else None)
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -103,6 +111,8 @@ class Runtime:
     health: health.aio.HealthServicer
     chat: ChatModel | None
     supervisor: VllmSupervisor | None = None
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    llm_backend: LlmBackend | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -120,9 +130,12 @@ class Runtime:
             pending.add(task)
             task.add_done_callback(pending.discard)
 
+        metrics = ServiceMetrics()
         chat: ChatModel | None = None
         supervisor: VllmSupervisor | None = None
+        llm_backend: LlmBackend | None = None
         if settings.llm_url:
+            llm_backend = LlmBackend("remote", settings.llm_url, settings.llm_api_key)
             chat = OpenAIChatModel(
                 settings.llm_url,
                 settings.llm_model or EMBEDDED_MODEL_NAME,
@@ -139,11 +152,13 @@ class Runtime:
                 log_path=data_dir / "vllm.log",
                 on_state_change=on_model_state,
             )
+            metrics.watch_supervisor(supervisor)
             chat = OpenAIChatModel(
                 supervisor.base_url, EMBEDDED_MODEL_NAME, timeout_s=settings.llm_timeout_s
             )
+            llm_backend = LlmBackend("embedded", supervisor.base_url)
         store = SqliteStore(data_dir / "interest-tree.sqlite3")
-        engine = InterestEngine(
+        engine = MeteredEngine(
             store,
             data_dir,
             embedder,
@@ -155,9 +170,10 @@ class Runtime:
                 llm_concurrency=settings.llm_concurrency,
                 hnsw_ef_search=settings.hnsw_ef_search,
             ),
+            metrics=metrics,
         )
         await engine.start()
-        return cls(settings, engine, health_servicer, chat, supervisor)
+        return cls(settings, engine, health_servicer, chat, supervisor, metrics, llm_backend)
 
     async def start_background(self) -> None:
         """Brings the model up (health turns SERVING once it answers) and saves indexes."""
@@ -237,10 +253,25 @@ def _embedded_checkpoint(settings: Settings) -> Path:
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Runs until SIGINT or SIGTERM, then drains in-flight calls and saves everything."""
     runtime = await Runtime.create(settings)
-    server, port = create_server(f"{settings.host}:{settings.port}", runtime.engine, runtime.health)
+    server, port = create_server(
+        f"{settings.host}:{settings.port}",
+        runtime.engine,
+        runtime.health,
+        metrics=runtime.metrics,
+    )
     await server.start()
     logger.info("listening on %s:%d", settings.host, port)
     print(f"interest-tree listening on {settings.host}:{port}", flush=True)
+    http: HttpServer | None = None
+    if settings.http_port is not None:
+        http_host = settings.http_host or settings.host
+        http = await start_http(
+            create_http_app(runtime.engine, runtime.metrics, runtime.llm_backend),
+            http_host,
+            settings.http_port,
+        )
+        logger.info("review page and metrics on http://%s:%d/", http_host, http.port)
+        print(f"interest-tree review page on http://{http_host}:{http.port}/", flush=True)
     await runtime.start_background()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -251,5 +282,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     await stop.wait()
     logger.info("shutting down")
     await runtime.health.enter_graceful_shutdown()
+    if http is not None:
+        await http.stop()
     await server.stop(settings.grace_period_s)
     await runtime.close()

@@ -43,3 +43,8 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(default=128, ge=10)
     index_save_interval_s: float = Field(default=5.0, gt=0)
     grace_period_s: float = 5.0
+
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of the review page and /metrics (0 picks a free one); unset: no HTTP port."""
+    http_host: str | None = None
+    """Address of the HTTP port; unset: the gRPC host. The page has no login: keep it private."""

@@ -22,7 +22,7 @@ from interesttree.v1 import (
 )
 from pydantic import ValidationError
 
-from taxonomy.engine import Recommendation, RecommendResult
+from taxonomy.engine import RecommendResult
 from taxonomy.errors import FieldViolation, InvalidArgumentError, ViolationCollector
 from taxonomy.models import (
     ITEM_ID_PATTERN,
@@ -35,6 +35,7 @@ from taxonomy.models import (
     TaxonomyNode,
     TreeDiff,
 )
+from taxonomy.retrieval import Recommendation
 
 MAX_ITEMS_PER_BATCH = 1000
 MAX_EVENTS_PER_BATCH = 10000

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from index.collaborative import TransitionConfig
 from taxonomy.embedder import Embedder
@@ -21,10 +23,15 @@ GENRES = ["Jazz", "Rock", "Folk", "Opera"]
 class HashEmbedder:
     """Deterministic text vectors: these tests are about the collaborative space, not text."""
 
-    dim = 16
-    name = "hash"
+    @property
+    def dim(self) -> int:
+        return 16
 
-    async def embed(self, texts: list[str]) -> np.ndarray:  # type: ignore[type-arg]
+    @property
+    def name(self) -> str:
+        return "hash"
+
+    async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         rows = []
         for text in texts:
             rng = np.random.default_rng(abs(hash(text)) % (2**32))

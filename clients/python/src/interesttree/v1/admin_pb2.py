@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1binteresttree/v1/admin.proto\x12\x0finteresttree.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14RefreshModelsRequest\"r\n\x15RefreshModelsResponse\x12\x13\n\x0b\x65vent_count\x18\x01 \x01(\x03\x12\x12\n\nitem_count\x18\x02 \x01(\x05\x12\x30\n\x0crefresh_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2n\n\x0c\x41\x64minService\x12^\n\rRefreshModels\x12%.interesttree.v1.RefreshModelsRequest\x1a&.interesttree.v1.RefreshModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1binteresttree/v1/admin.proto\x12\x0finteresttree.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14RefreshModelsRequest\"\x96\x01\n\x15RefreshModelsResponse\x12\x1f\n\x0b\x65vent_count\x18\x01 \x01(\x03R\neventCount\x12\x1d\n\nitem_count\x18\x02 \x01(\x05R\titemCount\x12=\n\x0crefresh_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0brefreshTime2n\n\x0c\x41\x64minService\x12^\n\rRefreshModels\x12%.interesttree.v1.RefreshModelsRequest\x1a&.interesttree.v1.RefreshModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REFRESHMODELSREQUEST']._serialized_start=81
   _globals['_REFRESHMODELSREQUEST']._serialized_end=103
-  _globals['_REFRESHMODELSRESPONSE']._serialized_start=105
-  _globals['_REFRESHMODELSRESPONSE']._serialized_end=219
-  _globals['_ADMINSERVICE']._serialized_start=221
-  _globals['_ADMINSERVICE']._serialized_end=331
+  _globals['_REFRESHMODELSRESPONSE']._serialized_start=106
+  _globals['_REFRESHMODELSRESPONSE']._serialized_end=256
+  _globals['_ADMINSERVICE']._serialized_start=258
+  _globals['_ADMINSERVICE']._serialized_end=368
 # @@protoc_insertion_point(module_scope)

@@ -25,41 +25,61 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1einteresttree/v1/interest.proto\x12\x0finteresttree.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x01\n\x05\x45vent\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0c\n\x04item\x18\x02 \x01(\t\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.interesttree.v1.EventType\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x06weight\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_weight\"Q\n\x13RecordEventsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.interesttree.v1.Event\x12\x12\n\nrequest_id\x18\x02 \x01(\t\".\n\x14RecordEventsResponse\x12\x16\n\x0erecorded_count\x18\x01 \x01(\x05\"\xf4\x01\n\x0cInterestNode\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\r\n\x05level\x18\x03 \x01(\x05\x12\r\n\x05label\x18\x04 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x05 \x01(\t\x12\x0e\n\x06weight\x18\x06 \x01(\x01\x12\x16\n\x0e\x65vidence_items\x18\x07 \x03(\t\x12\x31\n\x0clabel_source\x18\x08 \x01(\x0e\x32\x1b.interesttree.v1.TextSource\x12\x37\n\x12\x65xplanation_source\x18\t \x01(\x0e\x32\x1b.interesttree.v1.TextSource\"\xb1\x01\n\x0cInterestTree\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12,\n\x05nodes\x18\x03 \x03(\x0b\x32\x1d.interesttree.v1.InterestNode\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65vent_count\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\"(\n\x18\x42uildInterestTreeRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\"H\n\x19\x42uildInterestTreeResponse\x12+\n\x04tree\x18\x01 \x01(\x0b\x32\x1d.interesttree.v1.InterestTree\"&\n\x16GetInterestTreeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"F\n\x17GetInterestTreeResponse\x12+\n\x04tree\x18\x01 \x01(\x0b\x32\x1d.interesttree.v1.InterestTree\"\'\n\x17\x45xplainInterestsRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\"v\n\x10LevelExplanation\x12\r\n\x05level\x18\x01 \x01(\x05\x12\x14\n\x0clevel_weight\x18\x02 \x01(\x01\x12,\n\x05nodes\x18\x03 \x03(\x0b\x32\x1d.interesttree.v1.InterestNode\x12\x0f\n\x07summary\x18\x04 \x01(\t\"m\n\x18\x45xplainInterestsResponse\x12\x0c\n\x04tree\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x31\n\x06levels\x18\x03 \x03(\x0b\x32!.interesttree.v1.LevelExplanation*\x95\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x13\n\x0f\x45VENT_TYPE_RATE\x10\x03\x12\x13\n\x0f\x45VENT_TYPE_LIKE\x10\x04\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x05*V\n\nTextSource\x12\x1b\n\x17TEXT_SOURCE_UNSPECIFIED\x10\x00\x12\x14\n\x10TEXT_SOURCE_DATA\x10\x01\x12\x15\n\x11TEXT_SOURCE_MODEL\x10\x02\x32\xa9\x03\n\x0fInterestService\x12[\n\x0cRecordEvents\x12$.interesttree.v1.RecordEventsRequest\x1a%.interesttree.v1.RecordEventsResponse\x12j\n\x11\x42uildInterestTree\x12).interesttree.v1.BuildInterestTreeRequest\x1a*.interesttree.v1.BuildInterestTreeResponse\x12\x64\n\x0fGetInterestTree\x12\'.interesttree.v1.GetInterestTreeRequest\x1a(.interesttree.v1.GetInterestTreeResponse\x12g\n\x10\x45xplainInterests\x12(.interesttree.v1.ExplainInterestsRequest\x1a).interesttree.v1.ExplainInterestsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1einteresttree/v1/interest.proto\x12\x0finteresttree.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x01\n\x05\x45vent\x12\x12\n\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n\x04item\x18\x02 \x01(\tR\x04item\x12.\n\x04type\x18\x03 \x01(\x0e\x32\x1a.interesttree.v1.EventTypeR\x04type\x12\x39\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x1b\n\x06weight\x18\x05 \x01(\x01H\x00R\x06weight\x88\x01\x01\x42\t\n\x07_weight\"d\n\x13RecordEventsRequest\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.interesttree.v1.EventR\x06\x65vents\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"=\n\x14RecordEventsResponse\x12%\n\x0erecorded_count\x18\x01 \x01(\x05R\rrecordedCount\"\xf9\x02\n\x0cInterestNode\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\tparent_id\x18\x02 \x01(\tR\x08parentId\x12\x14\n\x05level\x18\x03 \x01(\x05R\x05level\x12\x14\n\x05label\x18\x04 \x01(\tR\x05label\x12 \n\x0b\x65xplanation\x18\x05 \x01(\tR\x0b\x65xplanation\x12\x16\n\x06weight\x18\x06 \x01(\x01R\x06weight\x12%\n\x0e\x65vidence_items\x18\x07 \x03(\tR\revidenceItems\x12>\n\x0clabel_source\x18\x08 \x01(\x0e\x32\x1b.interesttree.v1.TextSourceR\x0blabelSource\x12J\n\x12\x65xplanation_source\x18\t \x01(\x0e\x32\x1b.interesttree.v1.TextSourceR\x11\x65xplanationSource\x12#\n\rtaxonomy_node\x18\n \x01(\tR\x0ctaxonomyNode\"\xa5\x02\n\x0cInterestTree\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\x12\x33\n\x05nodes\x18\x03 \x03(\x0b\x32\x1d.interesttree.v1.InterestNodeR\x05nodes\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x1f\n\x0b\x65vent_count\x18\x05 \x01(\x05R\neventCount\x12\x14\n\x05model\x18\x06 \x01(\tR\x05model\x12<\n\x0b\x62uild_stats\x18\x07 \x01(\x0b\x32\x1b.interesttree.v1.BuildStatsR\nbuildStats\"\xf9\x01\n\nBuildStats\x12 \n\x0bincremental\x18\x01 \x01(\x08R\x0bincremental\x12%\n\x0emodel_requests\x18\x02 \x01(\x05R\rmodelRequests\x12#\n\rprompt_tokens\x18\x03 \x01(\x05R\x0cpromptTokens\x12+\n\x11\x63ompletion_tokens\x18\x04 \x01(\x05R\x10\x63ompletionTokens\x12\x18\n\x07retries\x18\x05 \x01(\x05R\x07retries\x12\x1a\n\x08\x66\x61ilures\x18\x06 \x01(\x05R\x08\x66\x61ilures\x12\x1a\n\x08rejected\x18\x07 \x01(\x05R\x08rejected\"\xdd\x01\n\x08TreeDiff\x12$\n\x0e\x61\x64\x64\x65\x64_node_ids\x18\x01 \x03(\tR\x0c\x61\x64\x64\x65\x64NodeIds\x12(\n\x10removed_node_ids\x18\x02 \x03(\tR\x0eremovedNodeIds\x12,\n\x12relabeled_node_ids\x18\x03 \x03(\tR\x10relabeledNodeIds\x12\x39\n\x19\x63hanged_evidence_node_ids\x18\x04 \x03(\tR\x16\x63hangedEvidenceNodeIds\x12\x18\n\x07summary\x18\x05 \x01(\tR\x07summary\"x\n\x14InterestTreeRevision\x12\x31\n\x04tree\x18\x01 \x01(\x0b\x32\x1d.interesttree.v1.InterestTreeR\x04tree\x12-\n\x04\x64iff\x18\x02 \x01(\x0b\x32\x19.interesttree.v1.TreeDiffR\x04\x64iff\"r\n ListInterestTreeRevisionsRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"\x90\x01\n!ListInterestTreeRevisionsResponse\x12\x43\n\trevisions\x18\x01 \x03(\x0b\x32%.interesttree.v1.InterestTreeRevisionR\trevisions\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"S\n\x1e\x42\x61tchBuildInterestTreesRequest\x12\x14\n\x05users\x18\x01 \x03(\tR\x05users\x12\x1b\n\tall_users\x18\x02 \x01(\x08R\x08\x61llUsers\"\xc8\x01\n\x1f\x42\x61tchBuildInterestTreesResponse\x12\x12\n\x04user\x18\x01 \x01(\tR\x04user\x12\x31\n\x04tree\x18\x02 \x01(\x0b\x32\x1d.interesttree.v1.InterestTreeR\x04tree\x12\x14\n\x05\x65rror\x18\x03 \x01(\tR\x05\x65rror\x12\'\n\x0f\x63ompleted_count\x18\x04 \x01(\x05R\x0e\x63ompletedCount\x12\x1f\n\x0btotal_count\x18\x05 \x01(\x05R\ntotalCount\"q\n\x0cTaxonomyNode\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05label\x18\x02 \x01(\tR\x05label\x12\x18\n\x07\x61liases\x18\x03 \x03(\tR\x07\x61liases\x12\x1d\n\nnode_count\x18\x04 \x01(\x05R\tnodeCount\"V\n\x18ListTaxonomyNodesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"\x89\x01\n\x19ListTaxonomyNodesResponse\x12\x44\n\x0etaxonomy_nodes\x18\x01 \x03(\x0b\x32\x1d.interesttree.v1.TaxonomyNodeR\rtaxonomyNodes\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\".\n\x18\x42uildInterestTreeRequest\x12\x12\n\x04user\x18\x01 \x01(\tR\x04user\"N\n\x19\x42uildInterestTreeResponse\x12\x31\n\x04tree\x18\x01 \x01(\x0b\x32\x1d.interesttree.v1.InterestTreeR\x04tree\",\n\x16GetInterestTreeRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"L\n\x17GetInterestTreeResponse\x12\x31\n\x04tree\x18\x01 \x01(\x0b\x32\x1d.interesttree.v1.InterestTreeR\x04tree\"-\n\x17\x45xplainInterestsRequest\x12\x12\n\x04user\x18\x01 \x01(\tR\x04user\"\x9a\x01\n\x10LevelExplanation\x12\x14\n\x05level\x18\x01 \x01(\x05R\x05level\x12!\n\x0clevel_weight\x18\x02 \x01(\x01R\x0blevelWeight\x12\x33\n\x05nodes\x18\x03 \x03(\x0b\x32\x1d.interesttree.v1.InterestNodeR\x05nodes\x12\x18\n\x07summary\x18\x04 \x01(\tR\x07summary\"\x85\x01\n\x18\x45xplainInterestsResponse\x12\x12\n\x04tree\x18\x01 \x01(\tR\x04tree\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\x12\x39\n\x06levels\x18\x03 \x03(\x0b\x32!.interesttree.v1.LevelExplanationR\x06levels*\x95\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x13\n\x0f\x45VENT_TYPE_RATE\x10\x03\x12\x13\n\x0f\x45VENT_TYPE_LIKE\x10\x04\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x05*V\n\nTextSource\x12\x1b\n\x17TEXT_SOURCE_UNSPECIFIED\x10\x00\x12\x14\n\x10TEXT_SOURCE_DATA\x10\x01\x12\x15\n\x11TEXT_SOURCE_MODEL\x10\x02\x32\x9a\x06\n\x0fInterestService\x12[\n\x0cRecordEvents\x12$.interesttree.v1.RecordEventsRequest\x1a%.interesttree.v1.RecordEventsResponse\x12j\n\x11\x42uildInterestTree\x12).interesttree.v1.BuildInterestTreeRequest\x1a*.interesttree.v1.BuildInterestTreeResponse\x12\x64\n\x0fGetInterestTree\x12\'.interesttree.v1.GetInterestTreeRequest\x1a(.interesttree.v1.GetInterestTreeResponse\x12g\n\x10\x45xplainInterests\x12(.interesttree.v1.ExplainInterestsRequest\x1a).interesttree.v1.ExplainInterestsResponse\x12\x82\x01\n\x19ListInterestTreeRevisions\x12\x31.interesttree.v1.ListInterestTreeRevisionsRequest\x1a\x32.interesttree.v1.ListInterestTreeRevisionsResponse\x12~\n\x17\x42\x61tchBuildInterestTrees\x12/.interesttree.v1.BatchBuildInterestTreesRequest\x1a\x30.interesttree.v1.BatchBuildInterestTreesResponse0\x01\x12j\n\x11ListTaxonomyNodes\x12).interesttree.v1.ListTaxonomyNodesRequest\x1a*.interesttree.v1.ListTaxonomyNodesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interesttree.v1.interest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=1303
-  _globals['_EVENTTYPE']._serialized_end=1452
-  _globals['_TEXTSOURCE']._serialized_start=1454
-  _globals['_TEXTSOURCE']._serialized_end=1540
+  _globals['_EVENTTYPE']._serialized_start=3207
+  _globals['_EVENTTYPE']._serialized_end=3356
+  _globals['_TEXTSOURCE']._serialized_start=3358
+  _globals['_TEXTSOURCE']._serialized_end=3444
   _globals['_EVENT']._serialized_start=85
-  _globals['_EVENT']._serialized_end=242
-  _globals['_RECORDEVENTSREQUEST']._serialized_start=244
-  _globals['_RECORDEVENTSREQUEST']._serialized_end=325
-  _globals['_RECORDEVENTSRESPONSE']._serialized_start=327
-  _globals['_RECORDEVENTSRESPONSE']._serialized_end=373
-  _globals['_INTERESTNODE']._serialized_start=376
-  _globals['_INTERESTNODE']._serialized_end=620
-  _globals['_INTERESTTREE']._serialized_start=623
-  _globals['_INTERESTTREE']._serialized_end=800
-  _globals['_BUILDINTERESTTREEREQUEST']._serialized_start=802
-  _globals['_BUILDINTERESTTREEREQUEST']._serialized_end=842
-  _globals['_BUILDINTERESTTREERESPONSE']._serialized_start=844
-  _globals['_BUILDINTERESTTREERESPONSE']._serialized_end=916
-  _globals['_GETINTERESTTREEREQUEST']._serialized_start=918
-  _globals['_GETINTERESTTREEREQUEST']._serialized_end=956
-  _globals['_GETINTERESTTREERESPONSE']._serialized_start=958
-  _globals['_GETINTERESTTREERESPONSE']._serialized_end=1028
-  _globals['_EXPLAININTERESTSREQUEST']._serialized_start=1030
-  _globals['_EXPLAININTERESTSREQUEST']._serialized_end=1069
-  _globals['_LEVELEXPLANATION']._serialized_start=1071
-  _globals['_LEVELEXPLANATION']._serialized_end=1189
-  _globals['_EXPLAININTERESTSRESPONSE']._serialized_start=1191
-  _globals['_EXPLAININTERESTSRESPONSE']._serialized_end=1300
-  _globals['_INTERESTSERVICE']._serialized_start=1543
-  _globals['_INTERESTSERVICE']._serialized_end=1968
+  _globals['_EVENT']._serialized_end=279
+  _globals['_RECORDEVENTSREQUEST']._serialized_start=281
+  _globals['_RECORDEVENTSREQUEST']._serialized_end=381
+  _globals['_RECORDEVENTSRESPONSE']._serialized_start=383
+  _globals['_RECORDEVENTSRESPONSE']._serialized_end=444
+  _globals['_INTERESTNODE']._serialized_start=447
+  _globals['_INTERESTNODE']._serialized_end=824
+  _globals['_INTERESTTREE']._serialized_start=827
+  _globals['_INTERESTTREE']._serialized_end=1120
+  _globals['_BUILDSTATS']._serialized_start=1123
+  _globals['_BUILDSTATS']._serialized_end=1372
+  _globals['_TREEDIFF']._serialized_start=1375
+  _globals['_TREEDIFF']._serialized_end=1596
+  _globals['_INTERESTTREEREVISION']._serialized_start=1598
+  _globals['_INTERESTTREEREVISION']._serialized_end=1718
+  _globals['_LISTINTERESTTREEREVISIONSREQUEST']._serialized_start=1720
+  _globals['_LISTINTERESTTREEREVISIONSREQUEST']._serialized_end=1834
+  _globals['_LISTINTERESTTREEREVISIONSRESPONSE']._serialized_start=1837
+  _globals['_LISTINTERESTTREEREVISIONSRESPONSE']._serialized_end=1981
+  _globals['_BATCHBUILDINTERESTTREESREQUEST']._serialized_start=1983
+  _globals['_BATCHBUILDINTERESTTREESREQUEST']._serialized_end=2066
+  _globals['_BATCHBUILDINTERESTTREESRESPONSE']._serialized_start=2069
+  _globals['_BATCHBUILDINTERESTTREESRESPONSE']._serialized_end=2269
+  _globals['_TAXONOMYNODE']._serialized_start=2271
+  _globals['_TAXONOMYNODE']._serialized_end=2384
+  _globals['_LISTTAXONOMYNODESREQUEST']._serialized_start=2386
+  _globals['_LISTTAXONOMYNODESREQUEST']._serialized_end=2472
+  _globals['_LISTTAXONOMYNODESRESPONSE']._serialized_start=2475
+  _globals['_LISTTAXONOMYNODESRESPONSE']._serialized_end=2612
+  _globals['_BUILDINTERESTTREEREQUEST']._serialized_start=2614
+  _globals['_BUILDINTERESTTREEREQUEST']._serialized_end=2660
+  _globals['_BUILDINTERESTTREERESPONSE']._serialized_start=2662
+  _globals['_BUILDINTERESTTREERESPONSE']._serialized_end=2740
+  _globals['_GETINTERESTTREEREQUEST']._serialized_start=2742
+  _globals['_GETINTERESTTREEREQUEST']._serialized_end=2786
+  _globals['_GETINTERESTTREERESPONSE']._serialized_start=2788
+  _globals['_GETINTERESTTREERESPONSE']._serialized_end=2864
+  _globals['_EXPLAININTERESTSREQUEST']._serialized_start=2866
+  _globals['_EXPLAININTERESTSREQUEST']._serialized_end=2911
+  _globals['_LEVELEXPLANATION']._serialized_start=2914
+  _globals['_LEVELEXPLANATION']._serialized_end=3068
+  _globals['_EXPLAININTERESTSRESPONSE']._serialized_start=3071
+  _globals['_EXPLAININTERESTSRESPONSE']._serialized_end=3204
+  _globals['_INTERESTSERVICE']._serialized_start=3447
+  _globals['_INTERESTSERVICE']._serialized_end=4241
 # @@protoc_insertion_point(module_scope)

@@ -189,6 +189,7 @@ class InterestNode(_message.Message):
     EVIDENCE_ITEMS_FIELD_NUMBER: _builtins.int
     LABEL_SOURCE_FIELD_NUMBER: _builtins.int
     EXPLANATION_SOURCE_FIELD_NUMBER: _builtins.int
+    TAXONOMY_NODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier of the node, unique within the tree and stable across revisions for the same group."""
     parent_id: _builtins.str
@@ -205,6 +206,8 @@ class InterestNode(_message.Message):
     """Where the label came from."""
     explanation_source: Global___TextSource.ValueType
     """Where the explanation came from."""
+    taxonomy_node: _builtins.str
+    """The shared taxonomy node this interest maps to, `taxonomyNodes/{taxonomy_node_id}`."""
     @_builtins.property
     def evidence_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Items of the user's history that support this interest, as `items/{item_id}`, strongest first."""
@@ -221,10 +224,11 @@ class InterestNode(_message.Message):
         evidence_items: _abc.Iterable[_builtins.str] | None = ...,
         label_source: Global___TextSource.ValueType = ...,
         explanation_source: Global___TextSource.ValueType = ...,
+        taxonomy_node: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence_items", b"evidence_items", "explanation", b"explanation", "explanation_source", b"explanation_source", "id", b"id", "label", b"label", "label_source", b"label_source", "level", b"level", "parent_id", b"parent_id", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence_items", b"evidence_items", "explanation", b"explanation", "explanation_source", b"explanation_source", "id", b"id", "label", b"label", "label_source", b"label_source", "level", b"level", "parent_id", b"parent_id", "taxonomy_node", b"taxonomy_node", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,6 +246,7 @@ class InterestTree(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     EVENT_COUNT_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    BUILD_STATS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `users/{user_id}/interestTree`."""
     revision: _builtins.int
@@ -258,6 +263,10 @@ class InterestTree(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When this revision was built."""
 
+    @_builtins.property
+    def build_stats(self) -> Global___BuildStats:
+        """How this revision was built."""
+
     def __init__(
         self,
         *,
@@ -267,14 +276,355 @@ class InterestTree(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         event_count: _builtins.int = ...,
         model: _builtins.str = ...,
+        build_stats: Global___BuildStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["build_stats", b"build_stats", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "event_count", b"event_count", "model", b"model", "name", b"name", "nodes", b"nodes", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_stats", b"build_stats", "create_time", b"create_time", "event_count", b"event_count", "model", b"model", "name", b"name", "nodes", b"nodes", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InterestTree: _TypeAlias = InterestTree  # noqa: Y015
+
+@_typing.final
+class BuildStats(_message.Message):
+    """What building one revision of a tree cost and how it went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCREMENTAL_FIELD_NUMBER: _builtins.int
+    MODEL_REQUESTS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    incremental: _builtins.bool
+    """True if the revision updated the previous one, asking the model only about changed nodes."""
+    model_requests: _builtins.int
+    """Model requests sent, retries included."""
+    prompt_tokens: _builtins.int
+    """Prompt tokens consumed by the model requests."""
+    completion_tokens: _builtins.int
+    """Completion tokens produced by the model requests."""
+    retries: _builtins.int
+    """Model requests retried because the output failed validation."""
+    failures: _builtins.int
+    """Nodes whose model request failed for good; they kept their data-derived text."""
+    rejected: _builtins.int
+    """Model answers rejected by the checks, so the data-derived text was kept."""
+    def __init__(
+        self,
+        *,
+        incremental: _builtins.bool = ...,
+        model_requests: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        retries: _builtins.int = ...,
+        failures: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "failures", b"failures", "incremental", b"incremental", "model_requests", b"model_requests", "prompt_tokens", b"prompt_tokens", "rejected", b"rejected", "retries", b"retries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BuildStats: _TypeAlias = BuildStats  # noqa: Y015
+
+@_typing.final
+class TreeDiff(_message.Message):
+    """What changed between a revision and the one before it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDED_NODE_IDS_FIELD_NUMBER: _builtins.int
+    REMOVED_NODE_IDS_FIELD_NUMBER: _builtins.int
+    RELABELED_NODE_IDS_FIELD_NUMBER: _builtins.int
+    CHANGED_EVIDENCE_NODE_IDS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    summary: _builtins.str
+    """Readable summary, for example "2 added, 1 relabeled"."""
+    @_builtins.property
+    def added_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Identifiers of nodes that are new in this revision."""
+
+    @_builtins.property
+    def removed_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Identifiers of nodes of the previous revision that are gone."""
+
+    @_builtins.property
+    def relabeled_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Identifiers of nodes whose label changed."""
+
+    @_builtins.property
+    def changed_evidence_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Identifiers of nodes whose evidence changed."""
+
+    def __init__(
+        self,
+        *,
+        added_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        removed_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        relabeled_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        changed_evidence_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_node_ids", b"added_node_ids", "changed_evidence_node_ids", b"changed_evidence_node_ids", "relabeled_node_ids", b"relabeled_node_ids", "removed_node_ids", b"removed_node_ids", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeDiff: _TypeAlias = TreeDiff  # noqa: Y015
+
+@_typing.final
+class InterestTreeRevision(_message.Message):
+    """One stored revision of a tree."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TREE_FIELD_NUMBER: _builtins.int
+    DIFF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tree(self) -> Global___InterestTree:
+        """The tree as it was at this revision."""
+
+    @_builtins.property
+    def diff(self) -> Global___TreeDiff:
+        """What changed against the previous revision; empty for the first."""
+
+    def __init__(
+        self,
+        *,
+        tree: Global___InterestTree | None = ...,
+        diff: Global___TreeDiff | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["diff", b"diff", "tree", b"tree"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["diff", b"diff", "tree", b"tree"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InterestTreeRevision: _TypeAlias = InterestTreeRevision  # noqa: Y015
+
+@_typing.final
+class ListInterestTreeRevisionsRequest(_message.Message):
+    """Request of InterestService.ListInterestTreeRevisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. Resource name of the tree, `users/{user_id}/interestTree`."""
+    page_size: _builtins.int
+    """Maximum number of revisions to return; 0 means 20, values above 100 are coerced to 100."""
+    page_token: _builtins.str
+    """Token from a previous ListInterestTreeRevisionsResponse.next_page_token."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInterestTreeRevisionsRequest: _TypeAlias = ListInterestTreeRevisionsRequest  # noqa: Y015
+
+@_typing.final
+class ListInterestTreeRevisionsResponse(_message.Message):
+    """Response of InterestService.ListInterestTreeRevisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def revisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___InterestTreeRevision]:
+        """Revisions, newest first."""
+
+    def __init__(
+        self,
+        *,
+        revisions: _abc.Iterable[Global___InterestTreeRevision] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "revisions", b"revisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInterestTreeRevisionsResponse: _TypeAlias = ListInterestTreeRevisionsResponse  # noqa: Y015
+
+@_typing.final
+class BatchBuildInterestTreesRequest(_message.Message):
+    """Request of InterestService.BatchBuildInterestTrees."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    ALL_USERS_FIELD_NUMBER: _builtins.int
+    all_users: _builtins.bool
+    """If true and users is empty, builds the tree of every user with recorded events."""
+    @_builtins.property
+    def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Users to build, `users/{user_id}`; at most 100,000. Empty with all_users builds everyone."""
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[_builtins.str] | None = ...,
+        all_users: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchBuildInterestTreesRequest: _TypeAlias = BatchBuildInterestTreesRequest  # noqa: Y015
+
+@_typing.final
+class BatchBuildInterestTreesResponse(_message.Message):
+    """One streamed result of InterestService.BatchBuildInterestTrees."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    TREE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    COMPLETED_COUNT_FIELD_NUMBER: _builtins.int
+    TOTAL_COUNT_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    """The user, `users/{user_id}`."""
+    error: _builtins.str
+    """Why this user's build failed, as "CODE REASON: message" (the gRPC status code name and
+    the ErrorInfo reason a single call would return); empty on success.
+    """
+    completed_count: _builtins.int
+    """How many users are done so far, this one included."""
+    total_count: _builtins.int
+    """How many users the batch holds."""
+    @_builtins.property
+    def tree(self) -> Global___InterestTree:
+        """The new revision, unset when this user's build failed."""
+
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        tree: Global___InterestTree | None = ...,
+        error: _builtins.str = ...,
+        completed_count: _builtins.int = ...,
+        total_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tree", b"tree"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_count", b"completed_count", "error", b"error", "total_count", b"total_count", "tree", b"tree", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchBuildInterestTreesResponse: _TypeAlias = BatchBuildInterestTreesResponse  # noqa: Y015
+
+@_typing.final
+class TaxonomyNode(_message.Message):
+    """A node of the taxonomy shared by all users' trees."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    NODE_COUNT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name, `taxonomyNodes/{taxonomy_node_id}`."""
+    label: _builtins.str
+    """Canonical label: the first label that created the node."""
+    node_count: _builtins.int
+    """How many tree nodes (across users' latest revisions) map here."""
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Other labels mapped to this node by embedding similarity."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        label: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+        node_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "label", b"label", "name", b"name", "node_count", b"node_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaxonomyNode: _TypeAlias = TaxonomyNode  # noqa: Y015
+
+@_typing.final
+class ListTaxonomyNodesRequest(_message.Message):
+    """Request of InterestService.ListTaxonomyNodes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of nodes to return; 0 means 100, values above 1,000 are coerced to 1,000."""
+    page_token: _builtins.str
+    """Token from a previous ListTaxonomyNodesResponse.next_page_token."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaxonomyNodesRequest: _TypeAlias = ListTaxonomyNodesRequest  # noqa: Y015
+
+@_typing.final
+class ListTaxonomyNodesResponse(_message.Message):
+    """Response of InterestService.ListTaxonomyNodes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAXONOMY_NODES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def taxonomy_nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaxonomyNode]:
+        """One page of taxonomy nodes, most used first."""
+
+    def __init__(
+        self,
+        *,
+        taxonomy_nodes: _abc.Iterable[Global___TaxonomyNode] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "taxonomy_nodes", b"taxonomy_nodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaxonomyNodesResponse: _TypeAlias = ListTaxonomyNodesResponse  # noqa: Y015
 
 @_typing.final
 class BuildInterestTreeRequest(_message.Message):

@@ -55,6 +55,21 @@ class InterestServiceStub:
                 request_serializer=interesttree_dot_v1_dot_interest__pb2.ExplainInterestsRequest.SerializeToString,
                 response_deserializer=interesttree_dot_v1_dot_interest__pb2.ExplainInterestsResponse.FromString,
                 _registered_method=True)
+        self.ListInterestTreeRevisions = channel.unary_unary(
+                '/interesttree.v1.InterestService/ListInterestTreeRevisions',
+                request_serializer=interesttree_dot_v1_dot_interest__pb2.ListInterestTreeRevisionsRequest.SerializeToString,
+                response_deserializer=interesttree_dot_v1_dot_interest__pb2.ListInterestTreeRevisionsResponse.FromString,
+                _registered_method=True)
+        self.BatchBuildInterestTrees = channel.unary_stream(
+                '/interesttree.v1.InterestService/BatchBuildInterestTrees',
+                request_serializer=interesttree_dot_v1_dot_interest__pb2.BatchBuildInterestTreesRequest.SerializeToString,
+                response_deserializer=interesttree_dot_v1_dot_interest__pb2.BatchBuildInterestTreesResponse.FromString,
+                _registered_method=True)
+        self.ListTaxonomyNodes = channel.unary_unary(
+                '/interesttree.v1.InterestService/ListTaxonomyNodes',
+                request_serializer=interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesRequest.SerializeToString,
+                response_deserializer=interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesResponse.FromString,
+                _registered_method=True)
 
 
 class InterestServiceServicer:
@@ -93,6 +108,30 @@ class InterestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListInterestTreeRevisions(self, request, context):
+        """Lists the stored revisions of a user's tree, newest first, each with what changed.
+        Default deadline: 10 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchBuildInterestTrees(self, request, context):
+        """Builds the trees of many users with enough model requests in flight for vLLM to batch
+        them, streaming one result per user as it completes. Default deadline: 3,600 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTaxonomyNodes(self, request, context):
+        """Lists the shared taxonomy that canonicalizes the nodes of all users' trees, one page at a
+        time, most used first. Default deadline: 10 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InterestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +154,21 @@ def add_InterestServiceServicer_to_server(servicer, server):
                     servicer.ExplainInterests,
                     request_deserializer=interesttree_dot_v1_dot_interest__pb2.ExplainInterestsRequest.FromString,
                     response_serializer=interesttree_dot_v1_dot_interest__pb2.ExplainInterestsResponse.SerializeToString,
+            ),
+            'ListInterestTreeRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInterestTreeRevisions,
+                    request_deserializer=interesttree_dot_v1_dot_interest__pb2.ListInterestTreeRevisionsRequest.FromString,
+                    response_serializer=interesttree_dot_v1_dot_interest__pb2.ListInterestTreeRevisionsResponse.SerializeToString,
+            ),
+            'BatchBuildInterestTrees': grpc.unary_stream_rpc_method_handler(
+                    servicer.BatchBuildInterestTrees,
+                    request_deserializer=interesttree_dot_v1_dot_interest__pb2.BatchBuildInterestTreesRequest.FromString,
+                    response_serializer=interesttree_dot_v1_dot_interest__pb2.BatchBuildInterestTreesResponse.SerializeToString,
+            ),
+            'ListTaxonomyNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaxonomyNodes,
+                    request_deserializer=interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesRequest.FromString,
+                    response_serializer=interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +280,87 @@ class InterestService:
             '/interesttree.v1.InterestService/ExplainInterests',
             interesttree_dot_v1_dot_interest__pb2.ExplainInterestsRequest.SerializeToString,
             interesttree_dot_v1_dot_interest__pb2.ExplainInterestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInterestTreeRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interesttree.v1.InterestService/ListInterestTreeRevisions',
+            interesttree_dot_v1_dot_interest__pb2.ListInterestTreeRevisionsRequest.SerializeToString,
+            interesttree_dot_v1_dot_interest__pb2.ListInterestTreeRevisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchBuildInterestTrees(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/interesttree.v1.InterestService/BatchBuildInterestTrees',
+            interesttree_dot_v1_dot_interest__pb2.BatchBuildInterestTreesRequest.SerializeToString,
+            interesttree_dot_v1_dot_interest__pb2.BatchBuildInterestTreesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaxonomyNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interesttree.v1.InterestService/ListTaxonomyNodes',
+            interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesRequest.SerializeToString,
+            interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,18 @@ class InterestServiceStub:
     """Returns a user's interests level by level, coarse to fine, with explanations and evidence.
     Builds the tree first if the user has none. Default deadline: 120 s.
     """
+    ListInterestTreeRevisions: _grpc.UnaryUnaryMultiCallable[_interest_pb2.ListInterestTreeRevisionsRequest, _interest_pb2.ListInterestTreeRevisionsResponse]
+    """Lists the stored revisions of a user's tree, newest first, each with what changed.
+    Default deadline: 10 s.
+    """
+    BatchBuildInterestTrees: _grpc.UnaryStreamMultiCallable[_interest_pb2.BatchBuildInterestTreesRequest, _interest_pb2.BatchBuildInterestTreesResponse]
+    """Builds the trees of many users with enough model requests in flight for vLLM to batch
+    them, streaming one result per user as it completes. Default deadline: 3,600 s.
+    """
+    ListTaxonomyNodes: _grpc.UnaryUnaryMultiCallable[_interest_pb2.ListTaxonomyNodesRequest, _interest_pb2.ListTaxonomyNodesResponse]
+    """Lists the shared taxonomy that canonicalizes the nodes of all users' trees, one page at a
+    time, most used first. Default deadline: 10 s.
+    """
 
 @_typing.type_check_only
 class InterestServiceAsyncStub(InterestServiceStub):
@@ -70,6 +82,18 @@ class InterestServiceAsyncStub(InterestServiceStub):
     ExplainInterests: _aio.UnaryUnaryMultiCallable[_interest_pb2.ExplainInterestsRequest, _interest_pb2.ExplainInterestsResponse]  # type: ignore[assignment]
     """Returns a user's interests level by level, coarse to fine, with explanations and evidence.
     Builds the tree first if the user has none. Default deadline: 120 s.
+    """
+    ListInterestTreeRevisions: _aio.UnaryUnaryMultiCallable[_interest_pb2.ListInterestTreeRevisionsRequest, _interest_pb2.ListInterestTreeRevisionsResponse]  # type: ignore[assignment]
+    """Lists the stored revisions of a user's tree, newest first, each with what changed.
+    Default deadline: 10 s.
+    """
+    BatchBuildInterestTrees: _aio.UnaryStreamMultiCallable[_interest_pb2.BatchBuildInterestTreesRequest, _interest_pb2.BatchBuildInterestTreesResponse]  # type: ignore[assignment]
+    """Builds the trees of many users with enough model requests in flight for vLLM to batch
+    them, streaming one result per user as it completes. Default deadline: 3,600 s.
+    """
+    ListTaxonomyNodes: _aio.UnaryUnaryMultiCallable[_interest_pb2.ListTaxonomyNodesRequest, _interest_pb2.ListTaxonomyNodesResponse]  # type: ignore[assignment]
+    """Lists the shared taxonomy that canonicalizes the nodes of all users' trees, one page at a
+    time, most used first. Default deadline: 10 s.
     """
 
 class InterestServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -113,6 +137,36 @@ class InterestServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_interest_pb2.ExplainInterestsResponse, _abc.Awaitable[_interest_pb2.ExplainInterestsResponse]]:
         """Returns a user's interests level by level, coarse to fine, with explanations and evidence.
         Builds the tree first if the user has none. Default deadline: 120 s.
+        """
+
+    @_abc_1.abstractmethod
+    def ListInterestTreeRevisions(
+        self,
+        request: _interest_pb2.ListInterestTreeRevisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_interest_pb2.ListInterestTreeRevisionsResponse, _abc.Awaitable[_interest_pb2.ListInterestTreeRevisionsResponse]]:
+        """Lists the stored revisions of a user's tree, newest first, each with what changed.
+        Default deadline: 10 s.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchBuildInterestTrees(
+        self,
+        request: _interest_pb2.BatchBuildInterestTreesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_interest_pb2.BatchBuildInterestTreesResponse], _abc.AsyncIterator[_interest_pb2.BatchBuildInterestTreesResponse]]:
+        """Builds the trees of many users with enough model requests in flight for vLLM to batch
+        them, streaming one result per user as it completes. Default deadline: 3,600 s.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTaxonomyNodes(
+        self,
+        request: _interest_pb2.ListTaxonomyNodesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_interest_pb2.ListTaxonomyNodesResponse, _abc.Awaitable[_interest_pb2.ListTaxonomyNodesResponse]]:
+        """Lists the shared taxonomy that canonicalizes the nodes of all users' trees, one page at a
+        time, most used first. Default deadline: 10 s.
         """
 
 def add_InterestServiceServicer_to_server(servicer: InterestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$interesttree/v1/recommendation.proto\x12\x0finteresttree.v1\"`\n\x10RecommendRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x15\n\rlevel_weights\x18\x03 \x03(\x01\x12\x14\n\x0cinclude_seen\x18\x04 \x01(\x08\"W\n\x10NodeContribution\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\x05\x12\r\n\x05label\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x04 \x01(\x01\"\x89\x01\n\x0eRecommendation\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x10\n\x08node_ids\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x38\n\rcontributions\x18\x05 \x03(\x0b\x32!.interesttree.v1.NodeContribution\"{\n\x11RecommendResponse\x12\x38\n\x0frecommendations\x18\x01 \x03(\x0b\x32\x1f.interesttree.v1.Recommendation\x12\x15\n\rtree_revision\x18\x02 \x01(\x03\x12\x15\n\rlevel_weights\x18\x03 \x03(\x01\x32k\n\x15RecommendationService\x12R\n\tRecommend\x12!.interesttree.v1.RecommendRequest\x1a\".interesttree.v1.RecommendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$interesttree/v1/recommendation.proto\x12\x0finteresttree.v1\"\x8b\x01\n\x10RecommendRequest\x12\x12\n\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12#\n\rlevel_weights\x18\x03 \x03(\x01R\x0clevelWeights\x12!\n\x0cinclude_seen\x18\x04 \x01(\x08R\x0bincludeSeen\"{\n\x10NodeContribution\x12\x17\n\x07node_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n\x05level\x18\x02 \x01(\x05R\x05level\x12\x14\n\x05label\x18\x03 \x01(\tR\x05label\x12\"\n\x0c\x63ontribution\x18\x04 \x01(\x01R\x0c\x63ontribution\"\xb6\x01\n\x0eRecommendation\x12\x12\n\x04item\x18\x01 \x01(\tR\x04item\x12\x14\n\x05score\x18\x02 \x01(\x01R\x05score\x12\x19\n\x08node_ids\x18\x03 \x03(\tR\x07nodeIds\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\x12G\n\rcontributions\x18\x05 \x03(\x0b\x32!.interesttree.v1.NodeContributionR\rcontributions\"\xa8\x01\n\x11RecommendResponse\x12I\n\x0frecommendations\x18\x01 \x03(\x0b\x32\x1f.interesttree.v1.RecommendationR\x0frecommendations\x12#\n\rtree_revision\x18\x02 \x01(\x03R\x0ctreeRevision\x12#\n\rlevel_weights\x18\x03 \x03(\x01R\x0clevelWeights2k\n\x15RecommendationService\x12R\n\tRecommend\x12!.interesttree.v1.RecommendRequest\x1a\".interesttree.v1.RecommendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interesttree.v1.recommendation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECOMMENDREQUEST']._serialized_start=57
-  _globals['_RECOMMENDREQUEST']._serialized_end=153
-  _globals['_NODECONTRIBUTION']._serialized_start=155
-  _globals['_NODECONTRIBUTION']._serialized_end=242
-  _globals['_RECOMMENDATION']._serialized_start=245
-  _globals['_RECOMMENDATION']._serialized_end=382
-  _globals['_RECOMMENDRESPONSE']._serialized_start=384
-  _globals['_RECOMMENDRESPONSE']._serialized_end=507
-  _globals['_RECOMMENDATIONSERVICE']._serialized_start=509
-  _globals['_RECOMMENDATIONSERVICE']._serialized_end=616
+  _globals['_RECOMMENDREQUEST']._serialized_start=58
+  _globals['_RECOMMENDREQUEST']._serialized_end=197
+  _globals['_NODECONTRIBUTION']._serialized_start=199
+  _globals['_NODECONTRIBUTION']._serialized_end=322
+  _globals['_RECOMMENDATION']._serialized_start=325
+  _globals['_RECOMMENDATION']._serialized_end=507
+  _globals['_RECOMMENDRESPONSE']._serialized_start=510
+  _globals['_RECOMMENDRESPONSE']._serialized_end=678
+  _globals['_RECOMMENDATIONSERVICE']._serialized_start=680
+  _globals['_RECOMMENDATIONSERVICE']._serialized_end=787
 # @@protoc_insertion_point(module_scope)

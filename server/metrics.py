@@ -1,0 +1,239 @@
+"""Prometheus metrics of one server: RPC latency, tree builds, index sizes, model health.
+
+Every server owns a `CollectorRegistry`, so several servers in one process (as in the tests)
+never mix their numbers. `/metrics` on the HTTP port (server/http.py) exposes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import httpx
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from taxonomy.engine import BuildResult, InterestEngine, _PersistentIndex
+
+if TYPE_CHECKING:
+    from server.vllm_supervisor import VllmSupervisor
+
+logger = logging.getLogger("interest_tree.metrics")
+
+# `*_created` series double the output and no dashboard here reads them (process-wide switch).
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# Calls range from a millisecond (a page of items) to minutes (a tree named by a CPU model).
+RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BUILD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.rpc_duration = Histogram(
+            "interesttree_rpc_duration_seconds",
+            "Server-side latency of interesttree.v1 RPCs, by method and status code.",
+            ["method", "code"],
+            buckets=RPC_BUCKETS,
+            registry=self.registry,
+        )
+        self.tree_builds = Counter(
+            "interesttree_tree_builds",
+            "Interest tree builds, by outcome (ok, or the error reason).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.tree_build_duration = Histogram(
+            "interesttree_tree_build_duration_seconds",
+            "Time to build and store one tree revision, model naming included.",
+            buckets=BUILD_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_requests = Counter(
+            "interesttree_model_requests",
+            "Structured-output requests sent to the language model while building trees.",
+            registry=self.registry,
+        )
+        self.model_tokens = Counter(
+            "interesttree_model_tokens",
+            "Language-model tokens spent building trees: direction=in (prompt) or out.",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.structured_output_retries = Counter(
+            "interesttree_structured_output_retries",
+            "Model requests retried because the output failed the schema or the checks.",
+            registry=self.registry,
+        )
+        self.structured_output_failures = Counter(
+            "interesttree_structured_output_failures",
+            "Nodes whose model request failed for good and kept their data-derived text.",
+            registry=self.registry,
+        )
+        self.llm_up = Gauge(
+            "interesttree_llm_backend_up",
+            "1 if the vLLM (OpenAI-compatible) backend answered its last probe, else 0.",
+            ["backend"],
+            registry=self.registry,
+        )
+        self.llm_probe_duration = Gauge(
+            "interesttree_llm_backend_probe_seconds",
+            "How long the last probe of the vLLM backend took.",
+            ["backend"],
+            registry=self.registry,
+        )
+        for direction in ("in", "out"):
+            self.model_tokens.labels(direction)
+        self.tree_builds.labels("ok")
+
+    def watch_supervisor(self, supervisor: VllmSupervisor) -> None:
+        self.registry.register(_SupervisorCollector(supervisor))
+
+    def observe_rpc(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        self.rpc_duration.labels(method, code.name).observe(seconds)
+
+    def observe_build(self, result: BuildResult | None, seconds: float, outcome: str) -> None:
+        self.tree_builds.labels(outcome).inc()
+        self.tree_build_duration.observe(seconds)
+        if result is None:
+            return
+        stats = result.naming
+        self.model_requests.inc(stats.requests)
+        self.model_tokens.labels("in").inc(stats.prompt_tokens)
+        self.model_tokens.labels("out").inc(stats.completion_tokens)
+        self.structured_output_retries.inc(stats.retries)
+        self.structured_output_failures.inc(stats.failures)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MeteredEngine(InterestEngine):
+    """The engine with every tree build counted and timed, including the builds that
+    Recommend and ExplainInterests start for users without a tree."""
+
+    def __init__(self, *args: Any, metrics: ServiceMetrics, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.metrics = metrics
+        metrics.registry.register(_EngineCollector(self))
+
+    async def build_tree(self, *args: Any, **kwargs: Any) -> BuildResult:
+        started = time.perf_counter()
+        try:
+            result = await super().build_tree(*args, **kwargs)
+        except asyncio.CancelledError:
+            self.metrics.observe_build(None, time.perf_counter() - started, "cancelled")
+            raise
+        except Exception as error:
+            outcome = str(getattr(error, "reason", "") or type(error).__name__)
+            self.metrics.observe_build(None, time.perf_counter() - started, outcome)
+            raise
+        self.metrics.observe_build(result, time.perf_counter() - started, "ok")
+        return result
+
+    @property
+    def embedding_dim(self) -> int:
+        return self._embedder.dim
+
+    def index_sizes(self) -> dict[str, tuple[int, int]]:
+        """Vectors held and bytes on disk of each HNSW index, by its folder name."""
+        sizes: dict[str, tuple[int, int]] = {}
+        for value in vars(self).values():
+            if isinstance(value, _PersistentIndex):
+                sizes[value.directory.name] = (len(value.index), _bytes_under(value.directory))
+        return sizes
+
+
+def _bytes_under(directory: Path) -> int:
+    try:
+        return sum(path.stat().st_size for path in directory.iterdir() if path.is_file())
+    except FileNotFoundError:
+        return 0
+
+
+class _EngineCollector(Collector):
+    """Sizes read at scrape time, so they are never stale and cost nothing between scrapes."""
+
+    def __init__(self, engine: MeteredEngine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        dim = GaugeMetricFamily(
+            "interesttree_embedding_dimension", "Dimension of the item and label embeddings."
+        )
+        dim.add_metric([], self._engine.embedding_dim)
+        yield dim
+        vectors = GaugeMetricFamily(
+            "interesttree_index_vectors", "Vectors in each HNSW index.", labels=["index"]
+        )
+        disk = GaugeMetricFamily(
+            "interesttree_index_bytes",
+            "Bytes of each HNSW index's files on disk (as of its last save).",
+            labels=["index"],
+        )
+        for name, (count, size) in sorted(self._engine.index_sizes().items()):
+            vectors.add_metric([name], count)
+            disk.add_metric([name], size)
+        yield vectors
+        yield disk
+
+
+class _SupervisorCollector(Collector):
+    def __init__(self, supervisor: VllmSupervisor) -> None:
+        self._supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        ready = GaugeMetricFamily(
+            "interesttree_llm_embedded_ready",
+            "1 while the supervised embedded vLLM process is up and ready, else 0.",
+        )
+        ready.add_metric([], int(self._supervisor.ready))
+        yield ready
+        restarts = CounterMetricFamily(
+            "interesttree_llm_embedded_restarts",
+            "Times the supervisor restarted the embedded vLLM process.",
+        )
+        restarts.add_metric([], self._supervisor.restarts)
+        yield restarts
+
+
+@dataclass(frozen=True)
+class LlmBackend:
+    """Where the chat model is served: `embedded` (the supervised local vLLM) or `remote`."""
+
+    kind: str
+    base_url: str
+    api_key: str = "EMPTY"
+
+
+async def probe_llm(metrics: ServiceMetrics, backend: LlmBackend, timeout_s: float = 2.0) -> None:
+    """Sets the health gauges from `GET /v1/models`, which every OpenAI-compatible server
+    (vLLM included) answers without running the model."""
+    started = time.perf_counter()
+    up = 0
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.get(
+                f"{backend.base_url.rstrip('/')}/models",
+                headers={"Authorization": f"Bearer {backend.api_key}"},
+            )
+        up = int(response.status_code == 200)
+    except httpx.HTTPError as error:
+        logger.debug("vLLM probe of %s failed: %s", backend.base_url, error)
+    metrics.llm_up.labels(backend.kind).set(up)
+    metrics.llm_probe_duration.labels(backend.kind).set(time.perf_counter() - started)

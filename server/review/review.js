@@ -1,0 +1,356 @@
+// The review page: fetches one user's review from /api/users/{id} and draws it.
+// Item titles, labels and explanations come from users and models, so text only ever goes
+// into the page through textContent (never innerHTML).
+
+const SVG = "http://www.w3.org/2000/svg";
+const PALETTE = ["#3b6ea8", "#e07b39", "#4f9a5d", "#b8514e", "#7d62a8", "#a07a4f", "#c86aa0"];
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "className") node.className = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+  }
+  return node;
+}
+
+function svg(tag, attrs = {}, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const percent = (value) => `${(value * 100).toFixed(value < 0.1 ? 1 : 0)}%`;
+const when = (iso) => new Date(iso).toLocaleString();
+
+function setStatus(text, isError = false) {
+  const status = document.getElementById("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+  status.hidden = text === "";
+}
+
+// Tree ------------------------------------------------------------------------------------
+
+function nodeCard(node, children) {
+  const bar = el("span", { className: "weight-bar" });
+  bar.append(el("span", { className: "weight-fill" }));
+  bar.firstChild.style.width = percent(node.weight);
+  const header = el(
+    "div",
+    { className: "node-header" },
+    el("span", { className: "node-label" }, node.label),
+    el("span", { className: "weight", title: "share of its level" }, percent(node.weight)),
+    bar,
+    el(
+      "span",
+      { className: `source source-${node.label_source}`, title: "where the label came from" },
+      `label: ${node.label_source}`,
+    ),
+  );
+  const evidence = el("ul", { className: "evidence", "aria-label": "evidence" });
+  for (const item of node.evidence) evidence.append(el("li", {}, item.title));
+  const item = el(
+    "li",
+    { className: `node level-${node.level}`, id: `node-${node.id}`, "data-node-id": node.id },
+    el(
+      "div",
+      { className: "node-card" },
+      header,
+      el("p", { className: "explanation" }, node.explanation),
+      el("div", { className: "evidence-heading" }, `Evidence (${node.evidence.length})`),
+      evidence,
+    ),
+  );
+  if (children.length) {
+    const list = el("ul", { className: "tree-level" });
+    list.append(...children);
+    item.append(list);
+  }
+  return item;
+}
+
+function drawTree(nodes) {
+  const byParent = new Map();
+  for (const node of nodes) {
+    const key = node.parent_id || "";
+    if (!byParent.has(key)) byParent.set(key, []);
+    byParent.get(key).push(node);
+  }
+  const build = (parent) =>
+    (byParent.get(parent) || [])
+      .slice()
+      .sort((a, b) => b.weight - a.weight)
+      .map((node) => nodeCard(node, build(node.id)));
+  const root = el("ul", { className: "tree-level root" });
+  root.append(...build(""));
+  document.getElementById("tree").replaceChildren(root);
+}
+
+// Chart -----------------------------------------------------------------------------------
+
+function drawChart(levels) {
+  const width = 440;
+  const rowHeight = 46;
+  const levelBar = 90;
+  const shareX = 150;
+  const shareWidth = width - shareX - 4;
+  const top = 22;
+  const chart = svg("svg", {
+    viewBox: `0 0 ${width} ${top + levels.length * rowHeight}`,
+    role: "img",
+    "aria-label": "Weight of each level and of each interest within its level",
+    class: "weights-chart",
+  });
+  chart.append(
+    svg("text", { x: 0, y: 12, class: "axis" }, "level weight w"),
+    svg("text", { x: shareX, y: 12, class: "axis" }, "interests within the level"),
+  );
+  const maxWeight = Math.max(...levels.map((level) => level.level_weight), 1e-9);
+  levels.forEach((level, row) => {
+    const y = top + row * rowHeight;
+    const group = svg("g", { class: "chart-row", "data-level": level.level });
+    const w = (level.level_weight / maxWeight) * levelBar;
+    group.append(
+      svg("text", { x: 0, y: y + 12, class: "row-label" }, `Level ${level.level}`),
+      svg("rect", { x: 0, y: y + 18, width: levelBar, height: 16, class: "track" }),
+      svg("rect", { x: 0, y: y + 18, width: Math.max(w, 1), height: 16, class: "level-bar" }),
+      svg("text", { x: levelBar + 6, y: y + 30, class: "value" }, level.level_weight.toFixed(2)),
+    );
+    let x = shareX;
+    level.nodes.forEach((node, index) => {
+      const span = node.weight * shareWidth;
+      const segment = svg("rect", {
+        x,
+        y: y + 6,
+        width: Math.max(span - 1, 0.5),
+        height: 28,
+        fill: PALETTE[index % PALETTE.length],
+        class: "share",
+      });
+      segment.append(svg("title", {}, `${node.label}: ${percent(node.weight)}`));
+      group.append(segment);
+      if (span > 44) {
+        const label = node.label.length * 6.2 > span - 6 ? `${percent(node.weight)}` : node.label;
+        group.append(svg("text", { x: x + 4, y: y + 24, class: "share-label" }, label));
+      }
+      x += span;
+    });
+    chart.append(group);
+  });
+  document.getElementById("chart").replaceChildren(chart);
+}
+
+// Recommendations -------------------------------------------------------------------------
+
+function highlight(nodeId) {
+  const target = document.getElementById(`node-${nodeId}`);
+  if (!target) return;
+  target.scrollIntoView({ behavior: "smooth", block: "center" });
+  target.classList.add("highlight");
+  setTimeout(() => target.classList.remove("highlight"), 2000);
+}
+
+function drawRecommendations(review) {
+  const list = document.getElementById("recommendations");
+  const error = document.getElementById("recs-error");
+  error.hidden = !review.recommendations_error;
+  error.textContent = review.recommendations_error || "";
+  list.replaceChildren(
+    ...review.recommendations.map((rec) => {
+      const nodes = el("ul", { className: "attribution", "aria-label": "brought by" });
+      for (const node of rec.nodes) {
+        const chip = el(
+          "button",
+          { type: "button", className: "chip", "data-node-id": node.id },
+          el("span", { className: "chip-label" }, node.label),
+          el("span", { className: "chip-meta" }, `L${node.level} · ${node.contribution.toFixed(3)}`),
+        );
+        chip.addEventListener("click", () => highlight(node.id));
+        nodes.append(el("li", {}, chip));
+      }
+      return el(
+        "li",
+        { className: "recommendation", "data-item": rec.item_id },
+        el(
+          "div",
+          { className: "rec-header" },
+          el("span", { className: "rec-title" }, rec.title),
+          el("span", { className: "score", title: "similarity to the fused vector" }, rec.score.toFixed(3)),
+        ),
+        el("p", { className: "reason" }, rec.reason),
+        nodes,
+      );
+    }),
+  );
+}
+
+// Revisions -------------------------------------------------------------------------------
+
+function changeList(title, entries, describe) {
+  if (!entries.length) return null;
+  const list = el("ul");
+  for (const entry of entries) list.append(el("li", {}, describe(entry)));
+  return el("div", { className: "change" }, el("h4", {}, title), list);
+}
+
+function titles(items) {
+  return items.map((item) => item.title).join("; ");
+}
+
+function drawRevisions(review) {
+  const list = document.getElementById("revisions");
+  list.replaceChildren(
+    ...review.revisions.map((revision) => {
+      const facts = [
+        when(revision.create_time),
+        `${revision.event_count} events`,
+        `${revision.node_count} interests`,
+        revision.model ? `named by ${revision.model}` : "named from the data",
+      ];
+      if (revision.build_stats && revision.build_stats.model_requests) {
+        const stats = revision.build_stats;
+        facts.push(
+          `${stats.model_requests} model requests, ${stats.prompt_tokens + stats.completion_tokens} tokens`,
+        );
+      }
+      const body = el("div", { className: "changes" });
+      const changes = revision.changes;
+      if (!changes) {
+        body.append(
+          el(
+            "p",
+            { className: "summary" },
+            revision.revision === 1 ? "First revision." : "Earlier revisions are not shown.",
+          ),
+        );
+      } else {
+        body.append(el("p", { className: "summary" }, `Changes: ${changes.summary}.`));
+        for (const part of [
+          changeList("Added", changes.added, (n) => `${n.label} (level ${n.level})`),
+          changeList("Removed", changes.removed, (n) => `${n.label} (level ${n.level})`),
+          changeList("Relabeled", changes.relabeled, (n) => `${n.before} → ${n.label}`),
+          changeList(
+            "Reweighted",
+            changes.reweighted,
+            (n) => `${n.label}: ${percent(n.before)} → ${percent(n.after)}`,
+          ),
+          changeList("Evidence", changes.evidence_changed, (n) =>
+            [
+              `${n.label}:`,
+              n.gained.length ? ` + ${titles(n.gained)}` : "",
+              n.lost.length ? ` − ${titles(n.lost)}` : "",
+            ].join(""),
+          ),
+        ]) {
+          if (part) body.append(part);
+        }
+      }
+      return el(
+        "li",
+        { className: "revision", "data-revision": String(revision.revision) },
+        el(
+          "div",
+          { className: "revision-header" },
+          el("span", { className: "revision-number" }, `Revision ${revision.revision}`),
+          el("span", { className: "revision-facts" }, facts.join(" · ")),
+        ),
+        body,
+      );
+    }),
+  );
+  if (review.more_revisions) list.append(el("li", { className: "more" }, "Older revisions exist."));
+}
+
+// Page ------------------------------------------------------------------------------------
+
+function drawSummary(review) {
+  const tree = review.tree;
+  document.getElementById("summary").replaceChildren(
+    el("h2", {}, review.user),
+    el(
+      "p",
+      {},
+      `Tree revision ${tree.revision}, built ${when(tree.create_time)} from ${tree.event_count} events; ` +
+        `${tree.nodes.length} interests on ${review.levels.length} levels; ` +
+        (tree.model ? `labels checked from ${tree.model}.` : "labels from the catalog data."),
+    ),
+  );
+}
+
+async function review(userId) {
+  const section = document.getElementById("review");
+  setStatus(`Loading ${userId}…`);
+  let response;
+  try {
+    response = await fetch(`/api/users/${encodeURIComponent(userId)}`);
+  } catch (error) {
+    section.hidden = true;
+    setStatus(`Could not reach the service: ${error.message}`, true);
+    return;
+  }
+  const body = await response.json();
+  if (!response.ok) {
+    section.hidden = true;
+    setStatus(body.error || `HTTP ${response.status}`, true);
+    return;
+  }
+  if (!body.tree) {
+    section.hidden = true;
+    setStatus(`${body.user} has events but no interest tree yet.`);
+    return;
+  }
+  drawSummary(body);
+  drawTree(body.tree.nodes);
+  drawChart(body.levels);
+  drawRecommendations(body);
+  drawRevisions(body);
+  section.hidden = false;
+  setStatus("");
+  document.body.dataset.loaded = userId;
+}
+
+async function suggest(prefix) {
+  try {
+    const response = await fetch(`/api/users?prefix=${encodeURIComponent(prefix)}`);
+    if (!response.ok) return;
+    const { users } = await response.json();
+    document
+      .getElementById("user-suggestions")
+      .replaceChildren(...users.map((user) => el("option", { value: user })));
+  } catch {
+    // Suggestions are a convenience; the lookup itself reports errors.
+  }
+}
+
+function start() {
+  const form = document.getElementById("lookup");
+  const input = document.getElementById("user");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const userId = input.value.trim().replace(/^users\//, "");
+    if (!userId) return;
+    const url = new URL(window.location.href);
+    url.searchParams.set("user", userId);
+    window.history.pushState({}, "", url);
+    review(userId);
+  });
+  input.addEventListener("input", () => suggest(input.value.trim()));
+  const fromUrl = () => {
+    const userId = new URL(window.location.href).searchParams.get("user");
+    if (userId) {
+      input.value = userId;
+      review(userId);
+    }
+  };
+  window.addEventListener("popstate", fromUrl);
+  suggest("");
+  fromUrl();
+}
+
+start();
