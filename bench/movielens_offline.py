@@ -23,6 +23,12 @@ import itertools
 import os
 import sys
 import time
+
+# Single-threaded BLAS unless the caller says otherwise: reproducible numbers, and on a shared
+# 2-core machine OpenBLAS threads slow the dense solves down rather than up.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 

@@ -353,9 +353,11 @@ class HnswIndex:
             filter_fn: Callable[[int], bool] | None = None
             if blocked:
                 filter_fn = lambda label: label not in blocked  # noqa: E731
-            # A search keeps only ef candidates, so ef < k could never fill k. hnswlib 0.8
-            # already searches with max(ef, k); raising ef here keeps that explicit.
-            ef = max(self._params.ef_search, k)
+            # A search keeps only ef candidates, so ef < k could never fill k. Excluded items
+            # still take candidate slots during the walk (a user's history sits right next to
+            # their query vector), so the breadth grows with the exclusions: measured on
+            # MovieLens, recall@10 vs exact was 0.25 with ef=128 and ~150 excluded items.
+            ef = max(self._params.ef_search, k + len(blocked))
             if ef != self._params.ef_search:
                 self._index.set_ef(ef)
             try:

@@ -56,15 +56,25 @@ def build_retrieval(
     model: CollaborativeModel, event_count: int, ef_search: int, live_items: set[str]
 ) -> CollaborativeRetrieval:
     keep = [row for row, item_id in enumerate(model.item_ids) if item_id in live_items]
+    item_vectors, context_vectors = model.item_vectors, model.context_vectors
+    if np.allclose(context_vectors[:, -1], 0.0):
+        # The model appends a coordinate that makes item vectors unit length (so cosine would
+        # rank like inner product). HNSW navigates that badly: measured on MovieLens, recall@10
+        # vs exact was 0.27 (cosine, ef=128) against 0.9975 searching inner product without it.
+        item_vectors = np.ascontiguousarray(item_vectors[:, :-1])
+        context_vectors = np.ascontiguousarray(context_vectors[:, :-1])
     index = HnswIndex(
-        model.dim, space="cosine", ef_search=ef_search, initial_capacity=max(1024, len(keep))
+        item_vectors.shape[1],
+        space="ip",
+        ef_search=ef_search,
+        initial_capacity=max(1024, len(keep)),
     )
     if keep:
-        index.upsert([model.item_ids[row] for row in keep], model.item_vectors[keep])
+        index.upsert([model.item_ids[row] for row in keep], item_vectors[keep])
 
     def query_vectors(item_ids: Sequence[str]) -> NDArray[np.float32]:
         rows = [model.index_of(item_id) for item_id in item_ids]
-        return model.context_vectors[[row for row in rows if row is not None]]
+        return context_vectors[[row for row in rows if row is not None]]
 
     def has_vector(item_id: str) -> bool:
         return model.index_of(item_id) is not None

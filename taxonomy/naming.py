@@ -75,6 +75,7 @@ class NamingStats:
     retries: int = 0
     failures: int = 0
     labels_from_model: int = 0
+    labels_changed: int = 0
     explanations_from_model: int = 0
     reused: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -115,6 +116,13 @@ def _words(text: str) -> list[str]:
     return [w.casefold() for w in _WORD.findall(text)]
 
 
+def _contains_run(haystack: Sequence[str], needle: Sequence[str]) -> bool:
+    size = len(needle)
+    return any(
+        list(haystack[i : i + size]) == list(needle) for i in range(len(haystack) - size + 1)
+    )
+
+
 def _has_copied_run(text: str, sources: Sequence[str], run: int = COPIED_RUN_WORDS) -> bool:
     words = _words(text)
     grams = {tuple(words[i : i + run]) for i in range(len(words) - run + 1)}
@@ -135,6 +143,7 @@ def label_problem(
     history: Sequence[Item],
     sibling_labels: Sequence[str],
     candidates: Sequence[str] | None,
+    ancestor_labels: Sequence[str] = (),
 ) -> str | None:
     """Why a model label is unacceptable, or None if it may replace the data label."""
     text = " ".join(label.split())
@@ -145,13 +154,25 @@ def label_problem(
         return "not_a_short_phrase"
     if any(ch in text for ch in "{}<>\n") or text.endswith((".", "!", "?")):
         return "not_a_noun_phrase"
-    for item in history:
-        title = item.title.casefold()
-        if len(folded) >= 4 and (folded in title or title in folded):
-            return "copies_a_title"
+    if candidates is None:
+        # Enum candidates are built from catalog terms; a free label must not echo a title
+        # (whole words, so "Women" is not a copy of "…for women who…").
+        label_words_all = _words(text)
+        for item in history:
+            title_words = _words(item.title)
+            if label_words_all and (
+                _contains_run(title_words, label_words_all)
+                or (len(title_words) >= 2 and _contains_run(label_words_all, title_words))
+            ):
+                return "copies_a_title"
     if folded in {s.casefold() for s in sibling_labels}:
         return "same_as_sibling"
+    if folded in {a.casefold() for a in ancestor_labels}:
+        # A child renamed to its parent's label flattens the hierarchy.
+        return "same_as_ancestor"
     if candidates is None:
+        if len(evidence) < 2:
+            return "not_supported_by_evidence"
         # A free label must rest on the group's own metadata, and on more than one item.
         label_words = {w for w in _words(text) if len(w) > 3}
         supporters = sum(
@@ -312,6 +333,7 @@ async def refine_tree(
         attrs["reviewed"] = True
         parent = next(iter(graph.predecessors(node)))
         siblings = [graph.nodes[s]["label"] for s in graph.successors(parent) if s != node]
+        ancestors = [graph.nodes[a]["label"] for a in nx.ancestors(graph, node) if a != ROOT]
         evidence = [items[i] for i in attrs["evidence"]]
         candidates = attrs["candidates"] if mode is NamingMode.CHOOSE else None
         label = " ".join(answer.label.split())
@@ -321,9 +343,12 @@ async def refine_tree(
             history=history,
             sibling_labels=siblings,
             candidates=candidates,
+            ancestor_labels=ancestors,
         )
         if problem is None:
             # MODEL also when the model confirmed the data label: it was reviewed either way.
+            if label != attrs["label"]:
+                stats.labels_changed += 1
             attrs["label"] = label
             attrs["label_source"] = TextSource.MODEL
             stats.labels_from_model += 1

@@ -8,7 +8,8 @@ text embeddings; the context vectors for the collaborative model), plus per-item
     level vector v_l = Σ_n (A_n / A_l) v_n,           A_l = Σ_{n∈l} A_n
     user vector  u   = Σ_l w_l v_l
 
-so an item's score u·x splits exactly into node terms w_l (A_n / A_l) v_n·x: the attribution.
+so an item's score u·x splits exactly into node terms w_l (A_n / A_l) v_n·x: the attribution
+(scaled to add up to the reported score).
 """
 
 from __future__ import annotations
@@ -115,7 +116,12 @@ def recommend(
     item_vectors = space.index.get_vectors([item_id for item_id, _ in hits])
     results: list[Recommendation] = []
     for (item_id, score), item_vector in zip(hits, item_vectors, strict=True):
-        contributions = node_contributions(item_vector, matrix, coefficients) / norm
+        contributions = node_contributions(item_vector, matrix, coefficients)
+        # Scaled so the node terms add up to the reported score, whatever the space's metric
+        # (cosine divides by |u|; re-ranked scores come from the full-rank model).
+        total = float(contributions.sum())
+        if total != 0:
+            contributions = contributions * (score / total)
         order = np.argsort(-contributions)[:MAX_ATTRIBUTED_NODES]
         scored = [
             ScoredNode(nodes[i], float(contributions[i])) for i in order if contributions[i] > 0

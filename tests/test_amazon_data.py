@@ -1,4 +1,5 @@
-"""The Amazon 2018 Magazine Subscriptions loader, checked on the real files (EVALUATION.md §2)."""
+"""The Amazon 2018 Magazine Subscriptions loader, checked on the real files, and the metric
+helpers of bench/taxonomy_eval.py (EVALUATION.md §2)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,15 @@ from bench.amazon_data import (
     clean_text,
     display_text,
     load_magazines,
+)
+from bench.taxonomy_eval import (
+    EvalNode,
+    UserTree,
+    assignment,
+    cluster_label,
+    copies_display_text,
+    level1_k,
+    score_user,
 )
 from taxonomy.models import MAX_TITLE_CHARS
 
@@ -125,3 +135,41 @@ def test_cleaning_helpers() -> None:
     )
     long = display_text("one two three four five six seven eight nine ten.", "", "B1")
     assert long == "one two three four five six seven eight…"
+
+
+def test_evaluation_helpers_score_a_known_tree(data: MagazineData) -> None:
+    user = data.user_ids[0]
+    history = data.history(user)
+    # One node per ground-truth level-1 category, then one per level-2 path: a perfect tree.
+    nodes: list[EvalNode] = []
+    with_path = [i for i in history if data.magazines[i].path]
+    for level in (1, 2):
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for item in with_path:
+            groups.setdefault(data.magazines[item].path[:level], []).append(item)
+        for path, members in groups.items():
+            parent = "/".join(path[:-1]) if level == 2 else None
+            nodes.append(EvalNode("/".join(path), parent, level, path[-1], 0.5, tuple(members)))
+    scores = score_user(UserTree(user, nodes, 0.0), data)
+    assert scores.faithfulness == 1.0
+    assert scores.coverage == len(with_path) / len(history)
+    assert all(value == 1.0 for value in scores.ami.values())
+    assert all(label == category for label, category in scores.level1_labels)
+
+    tree = UserTree(
+        "u",
+        [
+            EvalNode("a", None, 1, "A", 0.7, ("x", "y")),
+            EvalNode("b", None, 1, "B", 0.3, ("y", "z")),
+            EvalNode("a1", "a", 2, "A1", 1.0, ("x", "y")),
+        ],
+        0.0,
+    )
+    assert assignment(tree, ["x", "y", "z"], 1) == ["a", "a", "b"]
+    # z's branch ends at level 1: it stays at its deepest node.
+    assert assignment(tree, ["x", "y", "z"], 2) == ["a1", "a1", "b"]
+    assert copies_display_text("Women", ["Fitness is for women who run"])
+    assert not copies_display_text("Art", ["For the smart reader"])
+    assert not copies_display_text("Women", ["Fitness is for women"], min_words=2)
+    assert [level1_k(n) for n in (1, 3, 8, 18, 30, 100)] == [1, 2, 2, 3, 4, 6]
+    assert cluster_label(["Wine and food", "Food, travel", "The food of wine"]) == "Food"

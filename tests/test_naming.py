@@ -166,6 +166,12 @@ def test_label_checks() -> None:
     assert label_problem("Time travel", candidates=None, **check) is None  # type: ignore[arg-type]
     assert label_problem("The Time Machine", candidates=None, **check) == "copies_a_title"  # type: ignore[arg-type]
     assert label_problem("space opera", candidates=None, **check) == "same_as_sibling"  # type: ignore[arg-type]
+    assert (
+        label_problem("Sci-fi", candidates=None, ancestor_labels=["Sci-Fi"], **check)  # type: ignore[arg-type]
+        == "same_as_ancestor"
+    )
+    single = {**check, "evidence": history[:1]}
+    assert label_problem("Time travel", candidates=None, **single) == "not_supported_by_evidence"  # type: ignore[arg-type]
     assert label_problem("Utopia", candidates=None, **check) == "not_supported_by_evidence"  # type: ignore[arg-type]
     assert label_problem("Sci-fi", candidates=["Time travel"], **check) == "not_a_candidate"  # type: ignore[arg-type]
     assert (
