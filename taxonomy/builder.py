@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import networkx as nx
+import numpy as np
+from numpy.typing import NDArray
 
+from taxonomy.clustering import cluster_paths
 from taxonomy.history import HistoryItem
 from taxonomy.models import InterestNode, InterestTree, Item, TextSource
 
@@ -87,22 +90,30 @@ def build_data_tree(
     items: Mapping[str, Item],
     *,
     config: BuilderConfig = BuilderConfig(),
+    vectors: Mapping[str, NDArray[np.float32]] | None = None,
 ) -> nx.DiGraph:
     """Returns a DiGraph rooted at ROOT; every other node carries the attributes of InterestNode.
 
     `history` must only hold items present in `items` (the engine drops deleted items first).
+    `vectors` (text embeddings) let items without categories or tags be grouped by clustering.
     """
     if not history:
         raise ValueError("cannot build a tree from an empty history")
     tag_rank = _tag_rank(history, items)
     entries = {entry.item_id: entry for entry in history}
-    root_terms, paths = _strip_shared_root(
-        {
-            entry.item_id: _grouping_path(items[entry.item_id], tag_rank, config.max_depth + 1)
-            for entry in history
-        },
-        keep_depth=config.min_depth,
-    )
+    raw_paths = {
+        entry.item_id: _grouping_path(items[entry.item_id], tag_rank, config.max_depth + 1)
+        for entry in history
+    }
+    bare = [i for i, path in raw_paths.items() if path == [OTHER_INTERESTS]]
+    if vectors is not None and len(bare) >= 2:
+        clustered = cluster_paths(bare, items, vectors, fallback=OTHER_INTERESTS)
+        if len(bare) == len(raw_paths):
+            raw_paths = clustered
+        else:
+            # Next to catalog-derived groups, clusters sit under one "Other interests" node.
+            raw_paths.update({i: [OTHER_INTERESTS, *path] for i, path in clustered.items()})
+    root_terms, paths = _strip_shared_root(raw_paths, keep_depth=config.min_depth)
     paths = {item_id: path[: config.max_depth] for item_id, path in paths.items()}
 
     graph = nx.DiGraph(root_terms=root_terms)

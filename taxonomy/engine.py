@@ -332,6 +332,21 @@ class InterestEngine:
         history = summarize_history(kept, half_life_events=self._config.half_life_events)
         return history, items, len(kept)
 
+    def _bare_item_vectors(
+        self, history: Sequence[HistoryItem], items: Mapping[str, Item]
+    ) -> dict[str, NDArray[np.float32]]:
+        """Text vectors of the history items that have neither categories nor tags."""
+        bare = [
+            entry.item_id
+            for entry in history
+            if not items[entry.item_id].categories
+            and not items[entry.item_id].tags
+            and entry.item_id in self._items.index
+        ]
+        if not bare:
+            return {}
+        return dict(zip(bare, self._items.index.get_vectors(bare), strict=True))
+
     def _user_lock(self, user_id: str) -> asyncio.Lock:
         return self._user_locks.setdefault(user_id, asyncio.Lock())
 
@@ -348,7 +363,10 @@ class InterestEngine:
                     reason="EMPTY_HISTORY",
                 )
             previous = await asyncio.to_thread(self._store.latest_tree, user_id)
-            graph = build_data_tree(user_id, history, items, config=self._config.builder)
+            vectors = await asyncio.to_thread(self._bare_item_vectors, history, items)
+            graph = build_data_tree(
+                user_id, history, items, config=self._config.builder, vectors=vectors
+            )
             model = ""
             stats = NamingStats()
             reuse = incremental and previous is not None and previous.model != ""
@@ -377,7 +395,9 @@ class InterestEngine:
                 # property tests show always satisfies the invariants.
                 logger.error("model-refined tree of %s is invalid: %s", user_id, problems)
                 stats.failures += 1
-                graph = build_data_tree(user_id, history, items, config=self._config.builder)
+                graph = build_data_tree(
+                    user_id, history, items, config=self._config.builder, vectors=vectors
+                )
                 tree = tree_from_graph(
                     graph,
                     user_id=user_id,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from taxonomy.builder import (
     BuilderConfig,
@@ -19,14 +21,18 @@ from taxonomy.models import Event, EventType, InterestTree, Item
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def make_tree(items: list[Item], sequence: list[str]) -> InterestTree:
+def make_tree(
+    items: list[Item],
+    sequence: list[str],
+    vectors: dict[str, NDArray[np.float32]] | None = None,
+) -> InterestTree:
     events = [
         Event(user_id="u", item_id=item_id, event_time=START + timedelta(hours=i))
         for i, item_id in enumerate(sequence)
     ]
     history = summarize_history(events, half_life_events=10)
     catalog = {item.item_id: item for item in items}
-    graph = build_data_tree("u", history, catalog, config=BuilderConfig())
+    graph = build_data_tree("u", history, catalog, config=BuilderConfig(), vectors=vectors)
     return tree_from_graph(
         graph, user_id="u", revision=1, create_time=START, event_count=len(events), model=""
     )
@@ -139,3 +145,53 @@ def test_event_type_weights_apply() -> None:
     ]
     history = {h.item_id: h for h in summarize_history(events, half_life_events=1000)}
     assert history["bought"].strength > 2.5 * history["viewed"].strength
+
+
+def bag_of_words(items: list[Item]) -> dict[str, NDArray[np.float32]]:
+    vocabulary = sorted({w for i in items for w in i.description.split()})
+    vectors = {}
+    for item in items:
+        row = np.array([float(w in item.description.split()) for w in vocabulary]) + 0.01
+        vectors[item.item_id] = (row / np.linalg.norm(row)).astype(np.float32)
+    return vectors
+
+
+def test_items_without_metadata_are_clustered_and_named_by_shared_words() -> None:
+    cooking = [
+        Item(item_id=f"c{k}", title=f"Issue {k}", description=f"cooking recipes kitchen {k}")
+        for k in range(5)
+    ]
+    sailing = [
+        Item(item_id=f"s{k}", title=f"Volume {k}", description=f"sailing boats harbour {k}")
+        for k in range(5)
+    ]
+    items = cooking + sailing
+    sequence = [i.item_id for i in items]
+    tree = make_tree(items, sequence, bag_of_words(items))
+    groups = {n.label: set(n.evidence_items) for n in tree.level_nodes(1)}
+    assert len(groups) == 2
+    by_members = {frozenset(v): k for k, v in groups.items()}
+    cooking_label = by_members[frozenset(i.item_id for i in cooking)]
+    sailing_label = by_members[frozenset(i.item_id for i in sailing)]
+    assert {"cooking", "recipes", "kitchen"} & set(cooking_label.casefold().split(" & "))
+    assert {"sailing", "boats", "harbour"} & set(sailing_label.casefold().split(" & "))
+    assert tree.depth == 2
+    assert invariant_violations(tree, set(sequence)) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(catalogs_and_histories(), st.integers(min_value=0, max_value=2**31))
+def test_clustered_trees_satisfy_the_invariants(
+    case: tuple[list[Item], list[str]], seed: int
+) -> None:
+    items, sequence = case
+    rng = np.random.default_rng(seed)
+    bare = [i.model_copy(update={"categories": [], "tags": []}) for i in items[::2]]
+    items = bare + items[1::2]
+    vectors = {i.item_id: rng.normal(size=8).astype(np.float32) for i in items}
+    sequence = [s for s in sequence if s in vectors]
+    if not sequence:
+        return
+    tree = make_tree(items, sequence, vectors)
+    assert invariant_violations(tree, set(sequence)) == []
+    assert 2 <= tree.depth <= BuilderConfig().max_depth
