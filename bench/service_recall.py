@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.movielens_data import load_movielens
-from index.collaborative import TransitionConfig
+from index.collaborative import CollaborativeConfig
 from taxonomy.collaborative import build_retrieval, train_collaborative
 from taxonomy.engine import EngineConfig
 from taxonomy.models import Event
@@ -41,7 +41,7 @@ def main() -> int:
     ]
     config = EngineConfig()
     started = time.perf_counter()
-    model = train_collaborative(sequences, config.collaborative or TransitionConfig())
+    model = train_collaborative(sequences, config.collaborative or CollaborativeConfig())
     trained = time.perf_counter() - started
     retrieval = build_retrieval(
         model, sum(map(len, sequences)), config.hnsw_ef_search, set(data.item_ids)

@@ -7,10 +7,11 @@ computes a user's item weights from their events, and saves/loads the model atom
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index import HnswIndex
-from index.collaborative import CollaborativeModel, TransitionConfig, train_transition_vectors
+from index.collaborative import (
+    CollaborativeConfig,
+    CollaborativeModel,
+    Weighting,
+    train_collaborative_model,
+)
+from index.rerank import RerankConfig, rerank
 from taxonomy.history import DEFAULT_EVENT_TYPE_WEIGHTS
 from taxonomy.models import Event
 from taxonomy.retrieval import VectorSpace
@@ -46,6 +53,28 @@ class CollaborativeRetrieval:
             [event.item_id for event in events], [_event_weight(event) for event in events]
         )
         return {self.model.item_ids[row]: weight for row, weight in rows.items()}
+
+    def reranker(
+        self, events: Sequence[Event], config: RerankConfig
+    ) -> Callable[[list[tuple[str, float]]], list[tuple[str, float]]] | None:
+        """Re-scores HNSW candidates with the full-rank next-item model, blended with their
+        fused-vector similarity; None when the model keeps no full-rank matrix."""
+        if self.model.transitions is None:
+            return None
+        history = [event.item_id for event in events]
+        weights = [_event_weight(event) for event in events]
+
+        def apply(hits: list[tuple[str, float]]) -> list[tuple[str, float]]:
+            return rerank(
+                self.model,
+                history,
+                [item_id for item_id, _ in hits],
+                [score for _, score in hits],
+                config,
+                weights,
+            )
+
+        return apply
 
     def forget(self, item_ids: Iterable[str]) -> None:
         """Deleted items leave the index at once; the model drops them at the next refresh."""
@@ -79,29 +108,14 @@ def build_retrieval(
     def has_vector(item_id: str) -> bool:
         return model.index_of(item_id) is not None
 
-    exact = None
-    transitions = model.transitions
-    if transitions is not None:
-
-        def exact_scores(
-            weights: Mapping[str, float], candidates: Sequence[str]
-        ) -> NDArray[np.float32]:
-            rows = [model.index_of(item_id) for item_id in weights]
-            columns = [model.index_of(item_id) for item_id in candidates]
-            f = np.array(list(weights.values()), dtype=np.float32)
-            block = transitions[np.ix_([r for r in rows if r is not None], columns)]  # type: ignore[arg-type]
-            scores: NDArray[np.float32] = f @ block
-            return scores
-
-        exact = exact_scores
-    space = VectorSpace(COLLABORATIVE_SPACE, index, query_vectors, has_vector, exact)
+    space = VectorSpace(COLLABORATIVE_SPACE, index, query_vectors, has_vector)
     return CollaborativeRetrieval(model, space, event_count)
 
 
 def train_collaborative(
-    sequences: Sequence[Sequence[Event]], config: TransitionConfig
+    sequences: Sequence[Sequence[Event]], config: CollaborativeConfig
 ) -> CollaborativeModel:
-    return train_transition_vectors(
+    return train_collaborative_model(
         [[event.item_id for event in sequence] for sequence in sequences],
         [[_event_weight(event) for event in sequence] for sequence in sequences],
         config,
@@ -118,6 +132,10 @@ def save_model(directory: Path, model: CollaborativeModel, event_count: int) -> 
         "profile_weight": model.profile_weight,
         "profile_power": model.profile_power,
         "profile_window": model.profile_window,
+        "symmetric": model.symmetric,
+        "rerank_weighting": (
+            dataclasses.asdict(model.rerank_weighting) if model.rerank_weighting else None
+        ),
     }
     arrays: dict[str, NDArray[np.generic]] = {
         "item_ids": np.array(model.item_ids, dtype=np.str_),
@@ -151,5 +169,9 @@ def load_model(directory: Path) -> tuple[CollaborativeModel, int] | None:
             profile_weight=meta["profile_weight"],
             profile_power=meta["profile_power"],
             profile_window=meta["profile_window"],
+            symmetric=meta["symmetric"],
+            rerank_weighting=(
+                Weighting(**meta["rerank_weighting"]) if meta["rerank_weighting"] else None
+            ),
         )
     return model, int(meta["event_count"])

@@ -47,8 +47,6 @@ class VectorSpace:
     query_vectors: Callable[[Sequence[str]], NDArray[np.float32]]
     """Query-side vectors of items that have one in this space."""
     has_vector: Callable[[str], bool]
-    exact_scores: Callable[[Mapping[str, float], Sequence[str]], NDArray[np.float32]] | None = None
-    """Full-rank scores of candidates for fused item weights, used to re-rank when present."""
 
 
 def recommend(
@@ -59,14 +57,17 @@ def recommend(
     *,
     page_size: int,
     exclude: set[str],
+    rerank: Callable[[list[tuple[str, float]]], list[tuple[str, float]]] | None = None,
     rerank_candidates: int = 0,
 ) -> list[Recommendation]:
+    """Top items for the fused vector. With `rerank`, the best `rerank_candidates` HNSW hits are
+    re-scored by it and `score` is its score; node contributions always split the fused-vector
+    similarity u·x of the item."""
     nodes: list[InterestNode] = []
     node_vectors: list[NDArray[np.float32]] = []
     coefficients: list[float] = []
     level_vectors: list[NDArray[np.float32]] = []
     used_weights: list[float] = []
-    fused_item_weights: dict[str, float] = {}
     for level in range(1, tree.depth + 1):
         level_weight = level_weights[level - 1]
         if level_weight <= 0:
@@ -93,35 +94,30 @@ def recommend(
             nodes.append(node)
             node_vectors.append(vector)
             coefficients.append(level_weight * mass / level_mass)
-            for item_id in node.evidence_items:
-                if space.has_vector(item_id) and item_weights.get(item_id, 0) > 0:
-                    share = level_weight * item_weights[item_id] / level_mass
-                    fused_item_weights[item_id] = fused_item_weights.get(item_id, 0.0) + share
     if not level_vectors:
         return []
     user_vector = fuse_levels(level_vectors, used_weights)
     norm = float(np.linalg.norm(user_vector))
     if norm == 0:
         return []
-    pool = max(page_size, rerank_candidates if space.exact_scores is not None else 0)
+    pool = max(page_size, rerank_candidates if rerank is not None else 0)
     hits = space.index.query(user_vector, pool, exclude=exclude)
     if not hits:
         return []
-    if space.exact_scores is not None and rerank_candidates > 0:
-        exact = space.exact_scores(fused_item_weights, [item_id for item_id, _ in hits])
-        order = np.argsort(-exact, kind="stable")
-        hits = [(hits[i][0], float(exact[i])) for i in order]
+    similarity = dict(hits)
+    if rerank is not None:
+        hits = rerank(hits)
     hits = hits[:page_size]
     matrix = np.stack(node_vectors)
     item_vectors = space.index.get_vectors([item_id for item_id, _ in hits])
     results: list[Recommendation] = []
     for (item_id, score), item_vector in zip(hits, item_vectors, strict=True):
         contributions = node_contributions(item_vector, matrix, coefficients)
-        # Scaled so the node terms add up to the reported score, whatever the space's metric
-        # (cosine divides by |u|; re-ranked scores come from the full-rank model).
+        # Scaled so the node terms add up to the item's fused-vector similarity, whatever the
+        # space's metric (cosine divides u·x by |u|).
         total = float(contributions.sum())
         if total != 0:
-            contributions = contributions * (score / total)
+            contributions = contributions * (similarity[item_id] / total)
         order = np.argsort(-contributions)[:MAX_ATTRIBUTED_NODES]
         scored = [
             ScoredNode(nodes[i], float(contributions[i])) for i in order if contributions[i] > 0

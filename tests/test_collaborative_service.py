@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from index.collaborative import TransitionConfig
+from index.collaborative import CollaborativeConfig, CooccurrenceConfig, TransitionConfig
+from index.rerank import RerankConfig
 from taxonomy.embedder import Embedder
 from taxonomy.engine import EngineConfig, InterestEngine
 from taxonomy.models import Event, Item
@@ -68,9 +69,11 @@ async def make_engine(tmp_path: Path, embedder: Embedder) -> InterestEngine:
         embedder,
         None,
         EngineConfig(
-            collaborative=TransitionConfig(dim=16, l2=1.0),
+            collaborative=CollaborativeConfig(
+                vectors=CooccurrenceConfig(dim=16), transitions=TransitionConfig(l2=1.0)
+            ),
             collaborative_min_events=100,
-            rerank_candidates=20,
+            rerank=RerankConfig(k=20),
         ),
     )
     await engine.start()
