@@ -179,6 +179,7 @@ class Runtime:
         """Brings the model up (health turns SERVING once it answers) and saves indexes."""
         self._tasks.append(asyncio.create_task(self._bring_up_model()))
         self._tasks.append(asyncio.create_task(self._save_periodically()))
+        self._tasks.append(asyncio.create_task(self._refresh_periodically()))
 
     async def _bring_up_model(self) -> None:
         if self.supervisor is not None:
@@ -205,6 +206,16 @@ class Runtime:
                 delay = min(delay * 2, 30.0)
         logger.info("model answers; serving")
         await set_serving(self.health, True)
+
+    async def _refresh_periodically(self) -> None:
+        """Retrains event-derived models in the background once new events arrived."""
+        while True:
+            await asyncio.sleep(self.settings.model_refresh_interval_s)
+            try:
+                if await self.engine.refresh_if_stale():
+                    logger.info("collaborative vectors refreshed in the background")
+            except Exception:
+                logger.exception("background model refresh failed; will retry")
 
     async def _save_periodically(self) -> None:
         while True:

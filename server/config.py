@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     level_weights: tuple[float, ...] = (0.15, 0.25, 0.3, 0.3)
     hnsw_ef_search: int = Field(default=128, ge=10)
     index_save_interval_s: float = Field(default=5.0, gt=0)
+    model_refresh_interval_s: float = Field(default=600.0, gt=0)
+    """How often new events trigger a background retrain of the collaborative vectors."""
     grace_period_s: float = 5.0
 
     http_port: int | None = Field(default=None, ge=0, le=65535)

@@ -645,6 +645,11 @@ class InterestEngine:
         live = set(self._items.index.ids())
         return build_retrieval(model, event_count, self._config.hnsw_ef_search, live)
 
+    @property
+    def collaborative_event_count(self) -> int | None:
+        """Events the serving collaborative model was trained on; None before the first."""
+        return self._collaborative.event_count if self._collaborative is not None else None
+
     async def refresh_if_stale(self) -> bool:
         """Background refresh: retrains only when events arrived since the last training."""
         if self._config.collaborative is None:

@@ -124,3 +124,37 @@ async def test_too_few_events_keep_the_text_space(tmp_path: Path) -> None:
     result = await engine.recommend("solo", page_size=5, level_weights=None, include_seen=False)
     assert len(result.recommendations) == 5
     await engine.close()
+
+
+async def test_runtime_refreshes_collaborative_vectors_in_the_background(tmp_path: Path) -> None:
+    import asyncio
+
+    from server.app import Runtime
+    from server.config import Settings
+    from taxonomy.naming import NamingMode
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        embedded_llm=False,
+        naming_mode=NamingMode.OFF,
+        model_refresh_interval_s=0.2,
+    )
+    runtime = await Runtime.create(settings)
+    try:
+        await runtime.engine.upsert_items(catalog())
+        events = [
+            Event(user_id=f"u{u}", item_id=item, event_time=START + timedelta(hours=t))
+            for u, walk in enumerate(sequences(260))
+            for t, item in enumerate(walk)
+        ]
+        assert len(events) >= runtime.engine.config.collaborative_min_events
+        await runtime.engine.record_events(events, None)
+        assert runtime.engine.collaborative_event_count is None
+        await runtime.start_background()
+        for _ in range(300):
+            if runtime.engine.collaborative_event_count is not None:
+                break
+            await asyncio.sleep(0.2)
+        assert runtime.engine.collaborative_event_count == len(events)
+    finally:
+        await runtime.close()
