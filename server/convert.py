@@ -147,6 +147,7 @@ def items_from_request(request: catalog_pb2.UpsertItemsRequest) -> list[Item]:
                     description=message.description,
                     categories=list(message.categories),
                     tags=list(message.tags),
+                    vector=list(message.vector) or None,
                 )
             )
         except ValidationError as error:

@@ -250,8 +250,22 @@ class InterestEngine:
     # Catalog --------------------------------------------------------------------------------
 
     async def upsert_items(self, items: Sequence[Item]) -> list[Item]:
-        vectors = await self._embedder.embed([item.embedding_text() for item in items])
-        by_id = {item.item_id: vector for item, vector in zip(items, vectors, strict=True)}
+        dim = self._embedder.dim
+        wrong = [
+            FieldViolation(f"items[{i}].vector", f"has {len(item.vector)} values, expected {dim}")
+            for i, item in enumerate(items)
+            if item.vector is not None and len(item.vector) != dim
+        ]
+        if wrong:
+            raise InvalidArgumentError("caller vectors have the wrong dimension", wrong)
+        to_embed = [item for item in items if item.vector is None]
+        embedded = await self._embedder.embed([item.embedding_text() for item in to_embed])
+        vectors = dict(zip([item.item_id for item in to_embed], embedded, strict=True))
+        for item in items:
+            if item.vector is not None:
+                supplied = np.asarray(item.vector, dtype=np.float32)
+                vectors[item.item_id] = supplied / np.linalg.norm(supplied)
+        by_id = {item.item_id: vectors[item.item_id] for item in items}
 
         def write() -> list[Item]:
             stored = self._store.upsert_items(items, by_id, TEXT_SPACE)

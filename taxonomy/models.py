@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
 from datetime import datetime
 
@@ -55,6 +56,17 @@ class Item(Strict):
     categories: list[str] = Field(default_factory=list, max_length=MAX_PATH_ELEMENTS)
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
     update_time: datetime | None = None
+    vector: list[float] | None = Field(default=None, exclude=True)
+    """Caller-supplied embedding, used instead of the text embedding; not stored with the item."""
+
+    @field_validator("vector")
+    @classmethod
+    def _vector(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and (
+            not all(math.isfinite(v) for v in values) or not any(v != 0 for v in values)
+        ):
+            raise ValueError("must be finite and not all zero")
+        return values
 
     @field_validator("categories", "tags")
     @classmethod

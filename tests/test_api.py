@@ -418,3 +418,43 @@ async def test_level_weights_for_missing_levels_fall_back_to_defaults(
     )
     assert len(response.recommendations) == 10
     assert sum(response.level_weights) > 0
+
+
+async def test_caller_vectors_replace_text_embeddings(data_only_server: RunningServer) -> None:
+    stubs = data_only_server.stubs
+    await load_sample(data_only_server)
+
+    def axis(index: int, wobble: float = 0.0) -> list[float]:
+        vector = [0.0] * 384
+        vector[index] = 1.0
+        vector[index + 1] = wobble
+        return vector
+
+    error = await expect_error(
+        stubs.catalog.UpsertItems(
+            catalog_pb2.UpsertItemsRequest(
+                items=[catalog_pb2.Item(name="items/short", title="Short", vector=[1.0, 2.0])]
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert [v.field for v in details(error)[1]] == ["items[0].vector"]
+
+    await stubs.catalog.UpsertItems(
+        catalog_pb2.UpsertItemsRequest(
+            items=[
+                catalog_pb2.Item(name="items/probe-a", title="Alpha", vector=axis(100)),
+                catalog_pb2.Item(name="items/probe-b", title="Bravo", vector=axis(100, 0.1)),
+                catalog_pb2.Item(name="items/probe-c", title="Charlie", vector=axis(200)),
+            ]
+        )
+    )
+    events = interest_pb2.RecordEventsRequest()
+    event = events.events.add(user="users/zed", item="items/probe-a")
+    event.event_time.FromDatetime(START)
+    await stubs.interests.RecordEvents(events)
+    response = await stubs.recommender.Recommend(
+        recommendation_pb2.RecommendRequest(user="users/zed", page_size=1)
+    )
+    assert [rec.item for rec in response.recommendations] == ["items/probe-b"]
+    assert response.recommendations[0].score > 0.99

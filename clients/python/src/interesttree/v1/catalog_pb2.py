@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinteresttree/v1/catalog.proto\x12\x0finteresttree.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x01\n\x04Item\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05title\x18\x02 \x01(\tR\x05title\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x1e\n\ncategories\x18\x04 \x03(\tR\ncategories\x12\x12\n\x04tags\x18\x05 \x03(\tR\x04tags\x12;\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\"A\n\x12UpsertItemsRequest\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x15.interesttree.v1.ItemR\x05items\"B\n\x13UpsertItemsResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x15.interesttree.v1.ItemR\x05items\"$\n\x0eGetItemRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"<\n\x0fGetItemResponse\x12)\n\x04item\x18\x01 \x01(\x0b\x32\x15.interesttree.v1.ItemR\x04item\"N\n\x10ListItemsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"h\n\x11ListItemsResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x15.interesttree.v1.ItemR\x05items\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"O\n\x12\x44\x65leteItemsRequest\x12\x14\n\x05names\x18\x01 \x03(\tR\x05names\x12#\n\rallow_missing\x18\x02 \x01(\x08R\x0c\x61llowMissing\":\n\x13\x44\x65leteItemsResponse\x12#\n\rdeleted_count\x18\x01 \x01(\x05R\x0c\x64\x65letedCount2\xe6\x02\n\x0e\x43\x61talogService\x12X\n\x0bUpsertItems\x12#.interesttree.v1.UpsertItemsRequest\x1a$.interesttree.v1.UpsertItemsResponse\x12L\n\x07GetItem\x12\x1f.interesttree.v1.GetItemRequest\x1a .interesttree.v1.GetItemResponse\x12R\n\tListItems\x12!.interesttree.v1.ListItemsRequest\x1a\".interesttree.v1.ListItemsResponse\x12X\n\x0b\x44\x65leteItems\x12#.interesttree.v1.DeleteItemsRequest\x1a$.interesttree.v1.DeleteItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinteresttree/v1/catalog.proto\x12\x0finteresttree.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x01\n\x04Item\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05title\x18\x02 \x01(\tR\x05title\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x1e\n\ncategories\x18\x04 \x03(\tR\ncategories\x12\x12\n\x04tags\x18\x05 \x03(\tR\x04tags\x12;\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x16\n\x06vector\x18\x07 \x03(\x02R\x06vector\"A\n\x12UpsertItemsRequest\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x15.interesttree.v1.ItemR\x05items\"B\n\x13UpsertItemsResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x15.interesttree.v1.ItemR\x05items\"$\n\x0eGetItemRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"<\n\x0fGetItemResponse\x12)\n\x04item\x18\x01 \x01(\x0b\x32\x15.interesttree.v1.ItemR\x04item\"N\n\x10ListItemsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"h\n\x11ListItemsResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x15.interesttree.v1.ItemR\x05items\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"O\n\x12\x44\x65leteItemsRequest\x12\x14\n\x05names\x18\x01 \x03(\tR\x05names\x12#\n\rallow_missing\x18\x02 \x01(\x08R\x0c\x61llowMissing\":\n\x13\x44\x65leteItemsResponse\x12#\n\rdeleted_count\x18\x01 \x01(\x05R\x0c\x64\x65letedCount2\xe6\x02\n\x0e\x43\x61talogService\x12X\n\x0bUpsertItems\x12#.interesttree.v1.UpsertItemsRequest\x1a$.interesttree.v1.UpsertItemsResponse\x12L\n\x07GetItem\x12\x1f.interesttree.v1.GetItemRequest\x1a .interesttree.v1.GetItemResponse\x12R\n\tListItems\x12!.interesttree.v1.ListItemsRequest\x1a\".interesttree.v1.ListItemsResponse\x12X\n\x0b\x44\x65leteItems\x12#.interesttree.v1.DeleteItemsRequest\x1a$.interesttree.v1.DeleteItemsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,23 +33,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interesttree.v1.catalog_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ITEM']._serialized_start=84
-  _globals['_ITEM']._serialized_end=279
-  _globals['_UPSERTITEMSREQUEST']._serialized_start=281
-  _globals['_UPSERTITEMSREQUEST']._serialized_end=346
-  _globals['_UPSERTITEMSRESPONSE']._serialized_start=348
-  _globals['_UPSERTITEMSRESPONSE']._serialized_end=414
-  _globals['_GETITEMREQUEST']._serialized_start=416
-  _globals['_GETITEMREQUEST']._serialized_end=452
-  _globals['_GETITEMRESPONSE']._serialized_start=454
-  _globals['_GETITEMRESPONSE']._serialized_end=514
-  _globals['_LISTITEMSREQUEST']._serialized_start=516
-  _globals['_LISTITEMSREQUEST']._serialized_end=594
-  _globals['_LISTITEMSRESPONSE']._serialized_start=596
-  _globals['_LISTITEMSRESPONSE']._serialized_end=700
-  _globals['_DELETEITEMSREQUEST']._serialized_start=702
-  _globals['_DELETEITEMSREQUEST']._serialized_end=781
-  _globals['_DELETEITEMSRESPONSE']._serialized_start=783
-  _globals['_DELETEITEMSRESPONSE']._serialized_end=841
-  _globals['_CATALOGSERVICE']._serialized_start=844
-  _globals['_CATALOGSERVICE']._serialized_end=1202
+  _globals['_ITEM']._serialized_end=303
+  _globals['_UPSERTITEMSREQUEST']._serialized_start=305
+  _globals['_UPSERTITEMSREQUEST']._serialized_end=370
+  _globals['_UPSERTITEMSRESPONSE']._serialized_start=372
+  _globals['_UPSERTITEMSRESPONSE']._serialized_end=438
+  _globals['_GETITEMREQUEST']._serialized_start=440
+  _globals['_GETITEMREQUEST']._serialized_end=476
+  _globals['_GETITEMRESPONSE']._serialized_start=478
+  _globals['_GETITEMRESPONSE']._serialized_end=538
+  _globals['_LISTITEMSREQUEST']._serialized_start=540
+  _globals['_LISTITEMSREQUEST']._serialized_end=618
+  _globals['_LISTITEMSRESPONSE']._serialized_start=620
+  _globals['_LISTITEMSRESPONSE']._serialized_end=724
+  _globals['_DELETEITEMSREQUEST']._serialized_start=726
+  _globals['_DELETEITEMSREQUEST']._serialized_end=805
+  _globals['_DELETEITEMSRESPONSE']._serialized_start=807
+  _globals['_DELETEITEMSRESPONSE']._serialized_end=865
+  _globals['_CATALOGSERVICE']._serialized_start=868
+  _globals['_CATALOGSERVICE']._serialized_end=1226
 # @@protoc_insertion_point(module_scope)

@@ -31,6 +31,7 @@ class Item(_message.Message):
     CATEGORIES_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    VECTOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `items/{item_id}`. The id is 1 to 128 characters of
     letters, digits, `-`, `_`, `.` and `~`.
@@ -53,6 +54,13 @@ class Item(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the item was last written."""
 
+    @_builtins.property
+    def vector(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Optional vector from the caller's own model, used instead of the service's text embedding
+        of the item (for retrieval before collaborative vectors exist, and for cold items). Its
+        length must equal the service's embedding dimension (384 by default); it is L2-normalised.
+        """
+
     def __init__(
         self,
         *,
@@ -62,10 +70,11 @@ class Item(_message.Message):
         categories: _abc.Iterable[_builtins.str] | None = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        vector: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "description", b"description", "name", b"name", "tags", b"tags", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "description", b"description", "name", b"name", "tags", b"tags", "title", b"title", "update_time", b"update_time", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
