@@ -57,7 +57,7 @@ from taxonomy.retrieval import Recommendation, VectorSpace, recommend
 from taxonomy.store import (
     CATALOG_VERSION_KEY,
     TAXONOMY_VERSION_KEY,
-    SqliteStore,
+    Store,
     vectors_version_key,
 )
 
@@ -164,7 +164,7 @@ class _PersistentIndex:
 class InterestEngine:
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         data_dir: Path,
         embedder: Embedder,
         chat: ChatModel | None,
@@ -194,7 +194,7 @@ class InterestEngine:
         return self._config
 
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
         return self._store
 
     # Lifecycle ------------------------------------------------------------------------------
@@ -698,13 +698,3 @@ def is_refinement(first: str, second: str) -> bool:
     narrower interest, however close the embeddings (all-MiniLM-L6-v2 gives 0.81 there)."""
     a, b = set(_WORDS.findall(first.casefold())), set(_WORDS.findall(second.casefold()))
     return a != b and (a < b or b < a)
-
-
-def describe_naming(stats: NamingStats) -> Mapping[str, int]:
-    return {
-        "requests": stats.requests,
-        "prompt_tokens": stats.prompt_tokens,
-        "completion_tokens": stats.completion_tokens,
-        "retries": stats.retries,
-        "failures": stats.failures,
-    }
