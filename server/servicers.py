@@ -130,11 +130,8 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
         request: interest_pb2.BatchBuildInterestTreesRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[interest_pb2.BatchBuildInterestTreesResponse]:
-        try:
-            users = convert.users_from_batch_request(request)
-        except DomainError as error:
-            status = status_for(error)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+        # A DomainError raised here becomes a rich status in the ServiceInterceptor.
+        users = convert.users_from_batch_request(request)
         if request.all_users:
             users = await self._engine.all_user_ids()
         done = 0
