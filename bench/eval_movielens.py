@@ -32,7 +32,7 @@ from bench.metrics import METRIC_NAMES, Metrics, evaluate, metrics_from_ranks
 from bench.movielens_data import MovieLensSplits, load_movielens
 from server.app import Runtime, create_server
 from server.config import Settings
-from taxonomy.naming import NamingMode
+from taxonomy.trees.naming import NamingMode
 from tests.conftest import Stubs, make_stubs
 
 PAGE = 10

@@ -9,11 +9,11 @@ refit on train + validation with the chosen values (EVALUATION.md, section 1). S
 Methods:
 - popularity; EASE on the whole history (lambda tuned); EASE scores from the last n items.
 - item2vec-style PPMI-SVD vectors (64 d), recency-weighted user vector (symmetric space).
-- transition vectors (index.collaborative): fused user vector from levels
+- transition vectors (bench.research_trainers): fused user vector from levels
   L0 = all history items (profile), L1 = the user's top genre groups, L2 = top genre pairs,
   L3 = most recent items with strong decay; level weights tuned on validation.
 - the same + re-ranking of the top-K fused candidates with the exact transition scores
-  (index.rerank).
+  (taxonomy.recommendation.rerank).
 - reference: the full-rank transition matrix scoring every item (no vectors).
 """
 
@@ -41,16 +41,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.metrics import Metrics, evaluate, history_mask
 from bench.movielens_data import MovieLensSplits, load_movielens
-from index.collaborative import (
-    CollaborativeConfig,
-    CollaborativeModel,
-    CooccurrenceConfig,
-    TransitionConfig,
-    context_weights,
-    train_collaborative_model,
+from bench.research_trainers import (
     train_cooccurrence_vectors,
     train_transition_vectors,
+    truncated,
 )
+from taxonomy.recommendation.collaborative_model import CollaborativeModel, context_weights
+from taxonomy.recommendation.training import (
+    CollaborativeConfig,
+    CooccurrenceConfig,
+    train_collaborative_model,
+)
+from taxonomy.recommendation.transitions import TransitionConfig
 
 F64 = npt.NDArray[np.float64]
 Scorer = Callable[["Pass"], F64]
@@ -256,7 +258,7 @@ def build_levels(p: Pass, recent_decay: float) -> LevelWeights:
 
 
 # ---------------------------------------------------------------------------------------------
-# re-ranking (vectorised equivalent of index.rerank.rerank over all users)
+# re-ranking (vectorised equivalent of taxonomy.recommendation.rerank.rerank over all users)
 
 
 def _zscore_rows(x: F64) -> F64:
@@ -328,8 +330,9 @@ def low_rank_item_scores(model: CollaborativeModel, p: Pass) -> tuple[F64, npt.N
 def check_rerank_module(
     model: CollaborativeModel, p: Pass, fused: F64, k: int, blend: float, vectorised: F64
 ) -> int:
-    """Run index.rerank.rerank for 25 users; count users whose top-10 differs from ours."""
-    from index.rerank import RerankConfig, rerank
+    """Run taxonomy.recommendation.rerank.rerank for 25 users; count users whose top-10 differs
+    from ours."""
+    from taxonomy.recommendation.rerank import RerankConfig, rerank
 
     ids = p.data.item_ids
     bad = 0
@@ -425,7 +428,7 @@ def main() -> None:
     )
     dim_c: dict[str, F64] = {}
     for d in TRANSITION_DIMS:
-        lr, _ = low_rank_item_scores(trans_v.truncated(d), valid)
+        lr, _ = low_rank_item_scores(truncated(trans_v, d), valid)
         dim_c[str(d)] = unknown_to_neg_inf(ctx_v @ lr, perm_tv)
     k_tdim, m_tvec = tune(dim_c, valid)
     tvec_v = dim_c[k_tdim]
@@ -498,7 +501,7 @@ def main() -> None:
     )
     log(
         f"levels + re-rank tuning done in {time.time() - t0:.0f}s; "
-        f"index.rerank top-10 mismatches on 25 users: {mismatches}"
+        f"taxonomy.recommendation.rerank top-10 mismatches on 25 users: {mismatches}"
     )
     m_exact_v = valid.evaluate(exact_v)
     del exact_v, tvec_v, fused_v, sim_v
@@ -518,7 +521,7 @@ def main() -> None:
             profile_power=trans_t.profile_power,
         ),
     )
-    lr_t, _ = low_rank_item_scores(trans_t.truncated(int(k_tdim)), test)
+    lr_t, _ = low_rank_item_scores(truncated(trans_t, int(k_tdim)), test)
     tvec_t = unknown_to_neg_inf(ctx_t @ lr_t, perm_tt)
     del lr_t
     # the service recipe, trained in one call exactly as the server would
@@ -539,7 +542,7 @@ def main() -> None:
     fused_t = unknown_to_neg_inf(levels_t.combine(w0, w1, w2, hl) @ sim_t, perm_it)
     recipe_t = rerank_scores(fused_t, recipe_exact_t, test.mask, k_rer, blend_s)
     mismatches_t = check_rerank_module(model_t, test, fused_t, k_rer, blend_s, recipe_t)
-    log(f"index.rerank top-10 mismatches on 25 test users: {mismatches_t}")
+    log(f"taxonomy.recommendation.rerank top-10 mismatches on 25 test users: {mismatches_t}")
     log(f"test pass done in {time.time() - t0:.0f}s")
 
     cfg = TRANSITION_CONFIG

@@ -18,10 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.movielens_data import load_movielens
-from index.collaborative import CollaborativeConfig
-from taxonomy.collaborative import build_retrieval, train_collaborative
 from taxonomy.engine import EngineConfig
 from taxonomy.models import Event
+from taxonomy.recommendation.collaborative_space import build_retrieval, train_collaborative
+from taxonomy.recommendation.training import CollaborativeConfig
 
 
 def main() -> int:

@@ -67,12 +67,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.amazon_data import MagazineData, load_magazines
 from server.app import Runtime
 from server.config import Settings
-from taxonomy.embedder import Embedder, SentenceTransformerEmbedder, packaged_minilm_path
+from taxonomy.embedder import SentenceTransformerEmbedder, packaged_minilm_path
 from taxonomy.engine import EngineConfig, InterestEngine
-from taxonomy.llm import ChatModel, Completion
 from taxonomy.models import InterestTree, Item, TextSource
-from taxonomy.naming import NamingMode
-from taxonomy.store import SqliteStore
+from taxonomy.ports import ChatModel, Completion, Embedder
+from taxonomy.storage.sqlite import SqliteStore
+from taxonomy.trees.naming import NamingMode
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -386,8 +386,10 @@ async def open_engine(
     store = SqliteStore(directory / "interest-tree.sqlite3")
     engine = InterestEngine(store, directory, embedder, chat, EngineConfig(naming_mode=mode))
     await engine.start()
-    await engine.upsert_items(items)
-    await engine.record_events(data.events_in_time_order(), request_id="amazon-magazine-5core")
+    await engine.catalog.upsert_items(items)
+    await engine.events.record_events(
+        data.events_in_time_order(), request_id="amazon-magazine-5core"
+    )
     return engine
 
 
@@ -426,7 +428,7 @@ async def build_trees(
             if not may_start():
                 return
             begin = time.perf_counter()
-            result = await engine.build_tree(user_id, incremental=False)
+            result = await engine.trees.build_tree(user_id, incremental=False)
             elapsed = time.perf_counter() - begin
             latencies.append(elapsed)
             trees[user_id] = from_interest_tree(

@@ -33,6 +33,12 @@ class VectorIndex(Protocol):
         """Up to k (id, similarity) pairs, best first, never returning an excluded id."""
         ...
 
+    def exact_query(
+        self, vector: npt.ArrayLike, k: int, exclude: Collection[str] = ()
+    ) -> list[tuple[str, float]]:
+        """Like `query`, by brute force: the ground truth approximate search is measured by."""
+        ...
+
     def get_vectors(self, ids: Sequence[str]) -> NDArray[np.float32]:
         """Stored vectors in ids order; KeyError for ids not in the index."""
         ...

@@ -29,7 +29,7 @@ from interesttree.v1 import (
 from server.config import EMBEDDED_MODEL_NAME, Settings
 from server.http import HttpServer, create_http_app, start_http
 from server.interceptors import ServiceInterceptor
-from server.metrics import LlmBackend, MeteredEngine, ServiceMetrics
+from server.metrics import LlmBackend, ServiceMetrics
 from server.servicers import (
     AdminServicer,
     CatalogServicer,
@@ -37,15 +37,15 @@ from server.servicers import (
     RecommendationServicer,
 )
 from taxonomy.embedder import (
-    Embedder,
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
     packaged_minilm_path,
 )
 from taxonomy.engine import EngineConfig, InterestEngine
-from taxonomy.llm import ChatModel, OpenAIChatModel
-from taxonomy.naming import NamingMode
-from taxonomy.store import SqliteStore
+from taxonomy.llm import OpenAIChatModel
+from taxonomy.ports import ChatModel, Embedder
+from taxonomy.storage.sqlite import SqliteStore
+from taxonomy.trees.naming import NamingMode
 
 if TYPE_CHECKING:
     from server.vllm_supervisor import VllmSupervisor
@@ -158,7 +158,7 @@ class Runtime:
             )
             llm_backend = LlmBackend("embedded", supervisor.base_url)
         store = SqliteStore(data_dir / "interest-tree.sqlite3")
-        engine = MeteredEngine(
+        engine = InterestEngine(
             store,
             data_dir,
             embedder,
@@ -170,8 +170,8 @@ class Runtime:
                 llm_concurrency=settings.llm_concurrency,
                 hnsw_ef_search=settings.hnsw_ef_search,
             ),
-            metrics=metrics,
         )
+        metrics.watch_engine(engine)
         await engine.start()
         return cls(settings, engine, health_servicer, chat, supervisor, metrics, llm_backend)
 
@@ -212,7 +212,7 @@ class Runtime:
         while True:
             await asyncio.sleep(self.settings.model_refresh_interval_s)
             try:
-                if await self.engine.refresh_if_stale():
+                if await self.engine.refresher.refresh_if_stale():
                     logger.info("collaborative vectors refreshed in the background")
             except Exception:
                 logger.exception("background model refresh failed; will retry")

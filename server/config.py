@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from taxonomy.naming import NamingMode
+from taxonomy.trees.naming import NamingMode
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 

@@ -22,7 +22,6 @@ from interesttree.v1 import (
 )
 from pydantic import ValidationError
 
-from taxonomy.engine import RecommendResult
 from taxonomy.errors import FieldViolation, InvalidArgumentError, ViolationCollector
 from taxonomy.models import (
     ITEM_ID_PATTERN,
@@ -35,7 +34,8 @@ from taxonomy.models import (
     TaxonomyNode,
     TreeDiff,
 )
-from taxonomy.retrieval import Recommendation
+from taxonomy.recommendation.retrieval import Recommendation
+from taxonomy.recommendation.service import LevelExplanation, RecommendResult
 
 MAX_ITEMS_PER_BATCH = 1000
 MAX_EVENTS_PER_BATCH = 10000
@@ -112,12 +112,6 @@ def _timestamp(value: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(value.astimezone(UTC))
     return stamp
-
-
-def _add_pydantic_errors(error: ValidationError, prefix: str, errors: ViolationCollector) -> None:
-    for detail in error.errors():
-        location = ".".join(str(part) for part in detail["loc"])
-        errors.add(f"{prefix}.{location}" if location else prefix, detail["msg"])
 
 
 _ITEM_FIELD = {"item_id": "name"}
@@ -332,20 +326,25 @@ def int_page_token(token: str, field: str = "page_token") -> int | None:
     return int(value)
 
 
+def _level_summary(level: LevelExplanation) -> str:
+    top = ", ".join(f"{n.label} ({n.weight:.0%})" for n in level.nodes[:3])
+    return f"Level {level.level}: {len(level.nodes)} interest(s), led by {top}."
+
+
 def explanation_to_proto(
-    tree: InterestTree, levels: Sequence[tuple[int, float, list[InterestNode], str]]
+    tree: InterestTree, levels: Sequence[LevelExplanation]
 ) -> interest_pb2.ExplainInterestsResponse:
     return interest_pb2.ExplainInterestsResponse(
         tree=tree_name(tree.user_id),
         revision=tree.revision,
         levels=[
             interest_pb2.LevelExplanation(
-                level=level,
-                level_weight=weight,
-                nodes=[node_to_proto(node) for node in nodes],
-                summary=summary,
+                level=level.level,
+                level_weight=level.weight,
+                nodes=[node_to_proto(node) for node in level.nodes],
+                summary=_level_summary(level),
             )
-            for level, weight, nodes, summary in levels
+            for level in levels
         ],
     )
 

@@ -53,13 +53,3 @@ def status_for(error: DomainError) -> grpc.Status:
     status = status_pb2.Status(code=code, message=error.message, details=details)
     converted: grpc.Status = rpc_status.to_status(status)
     return converted
-
-
-def unavailable_status(message: str, reason: str) -> grpc.Status:
-    status = status_pb2.Status(
-        code=code_pb2.UNAVAILABLE,
-        message=message,
-        details=[_pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))],
-    )
-    converted: grpc.Status = rpc_status.to_status(status)
-    return converted

@@ -9,7 +9,6 @@ Content-Security-Policy enforces in the browser.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -23,9 +22,10 @@ from aiohttp import web
 
 from server.interceptors import REQUEST_ID_HEADER, request_id_var
 from server.metrics import LlmBackend, ServiceMetrics, probe_llm
-from taxonomy.engine import InterestEngine, RecommendResult
-from taxonomy.errors import DomainError
+from taxonomy.engine import InterestEngine
+from taxonomy.errors import DomainError, NotFoundError
 from taxonomy.models import USER_ID_PATTERN, InterestNode, InterestTree, Item, TextSource
+from taxonomy.recommendation.service import RecommendResult
 
 logger = logging.getLogger("interest_tree.http")
 
@@ -139,7 +139,7 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
 async def _users(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     prefix = request.query.get("prefix", "")
-    users = await asyncio.to_thread(engine.store.user_ids)
+    users = await engine.events.user_ids()
     matching = [user for user in users if user.startswith(prefix)][:MAX_USER_SUGGESTIONS]
     return web.json_response({"users": matching}, headers={"Cache-Control": "no-store"})
 
@@ -149,28 +149,15 @@ async def _review(request: web.Request) -> web.StreamResponse:
     user_id = request.match_info["user_id"]
     if not USER_ID_PATTERN.match(user_id):
         return web.json_response({"error": f"{user_id!r} is not a valid user id"}, status=400)
-    if not await asyncio.to_thread(engine.store.user_exists, user_id):
+    try:
+        await engine.events.require_user(user_id)
+    except NotFoundError:
         return web.json_response({"error": f"no user {user_id!r}"}, status=404)
     payload = await user_review(engine, user_id)
     return web.json_response(payload, headers={"Cache-Control": "no-store"})
 
 
 # Review payload --------------------------------------------------------------------------
-
-
-async def tree_revisions(engine: InterestEngine, user_id: str, limit: int) -> list[InterestTree]:
-    """Up to `limit` stored revisions of a user's tree, newest first.
-
-    Reads the store's revision history where it has one (`tree_revisions`); a store that only
-    keeps the latest tree gives that alone, and the page shows it without a history.
-    """
-    store = engine.store
-    reader = getattr(store, "tree_revisions", None)
-    if callable(reader):
-        rows: Sequence[Any] = await asyncio.to_thread(reader, user_id, 1 << 62, limit)
-        return [row[0] if isinstance(row, tuple) else row for row in rows]
-    latest = await asyncio.to_thread(store.latest_tree, user_id)
-    return [latest] if latest is not None else []
 
 
 def _source(source: TextSource) -> str:
@@ -254,12 +241,17 @@ def revision_changes(
 async def user_review(engine: InterestEngine, user_id: str) -> dict[str, Any]:
     """Everything the review page shows for one user, in one JSON object."""
     # One more than shown, so that the oldest shown revision can be diffed too.
-    revisions = await tree_revisions(engine, user_id, MAX_REVISIONS + 1)
+    try:
+        revisions = [
+            tree for tree, _ in await engine.trees.list_revisions(user_id, None, MAX_REVISIONS + 1)
+        ]
+    except NotFoundError:
+        revisions = []
     if not revisions:
         return {"user": f"users/{user_id}", "tree": None}
     tree = revisions[0]
     try:
-        result = await engine.recommend(
+        result = await engine.recommender.recommend(
             user_id, page_size=MAX_RECOMMENDATIONS, level_weights=None, include_seen=False
         )
         recommendations_error = ""
@@ -270,8 +262,8 @@ async def user_review(engine: InterestEngine, user_id: str) -> dict[str, Any]:
         recommendations_error = error.message
     wanted = {item for revision in revisions for n in revision.nodes for item in n.evidence_items}
     wanted.update(rec.item_id for rec in result.recommendations)
-    items = await asyncio.to_thread(engine.store.get_items, sorted(wanted))
-    level_weights = engine.level_weights(tree.depth, None)
+    items = await engine.catalog.get_items(sorted(wanted))
+    level_weights = engine.recommender.level_weights(tree.depth, None)
     shown = revisions[:MAX_REVISIONS]
     history = []
     for index, revision in enumerate(shown):

@@ -6,13 +6,11 @@ never mix their numbers. `/metrics` on the HTTP port (server/http.py) exposes it
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import httpx
@@ -27,7 +25,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from taxonomy.engine import BuildResult, InterestEngine, _PersistentIndex
+from taxonomy.engine import InterestEngine
+from taxonomy.trees.service import BuildResult
 
 if TYPE_CHECKING:
     from server.vllm_supervisor import VllmSupervisor
@@ -101,6 +100,12 @@ class ServiceMetrics:
             self.model_tokens.labels(direction)
         self.tree_builds.labels("ok")
 
+    def watch_engine(self, engine: InterestEngine) -> None:
+        """Counts and times every tree build, including the ones Recommend and
+        ExplainInterests start for users without a tree, and reports index sizes."""
+        engine.trees.observers.append(self.observe_build)
+        self.registry.register(_EngineCollector(engine))
+
     def watch_supervisor(self, supervisor: VllmSupervisor) -> None:
         self.registry.register(_SupervisorCollector(supervisor))
 
@@ -123,60 +128,17 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
-class MeteredEngine(InterestEngine):
-    """The engine with every tree build counted and timed, including the builds that
-    Recommend and ExplainInterests start for users without a tree."""
-
-    def __init__(self, *args: Any, metrics: ServiceMetrics, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.metrics = metrics
-        metrics.registry.register(_EngineCollector(self))
-
-    async def build_tree(self, *args: Any, **kwargs: Any) -> BuildResult:
-        started = time.perf_counter()
-        try:
-            result = await super().build_tree(*args, **kwargs)
-        except asyncio.CancelledError:
-            self.metrics.observe_build(None, time.perf_counter() - started, "cancelled")
-            raise
-        except Exception as error:
-            outcome = str(getattr(error, "reason", "") or type(error).__name__)
-            self.metrics.observe_build(None, time.perf_counter() - started, outcome)
-            raise
-        self.metrics.observe_build(result, time.perf_counter() - started, "ok")
-        return result
-
-    @property
-    def embedding_dim(self) -> int:
-        return self._embedder.dim
-
-    def index_sizes(self) -> dict[str, tuple[int, int]]:
-        """Vectors held and bytes on disk of each HNSW index, by its folder name."""
-        sizes: dict[str, tuple[int, int]] = {}
-        for value in vars(self).values():
-            if isinstance(value, _PersistentIndex):
-                sizes[value.directory.name] = (len(value.index), _bytes_under(value.directory))
-        return sizes
-
-
-def _bytes_under(directory: Path) -> int:
-    try:
-        return sum(path.stat().st_size for path in directory.iterdir() if path.is_file())
-    except FileNotFoundError:
-        return 0
-
-
 class _EngineCollector(Collector):
     """Sizes read at scrape time, so they are never stale and cost nothing between scrapes."""
 
-    def __init__(self, engine: MeteredEngine) -> None:
+    def __init__(self, engine: InterestEngine) -> None:
         self._engine = engine
 
     def collect(self) -> Iterator[Metric]:
         dim = GaugeMetricFamily(
             "interesttree_embedding_dimension", "Dimension of the item and label embeddings."
         )
-        dim.add_metric([], self._engine.embedding_dim)
+        dim.add_metric([], self._engine.embedder.dim)
         yield dim
         vectors = GaugeMetricFamily(
             "interesttree_index_vectors", "Vectors in each HNSW index.", labels=["index"]

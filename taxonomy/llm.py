@@ -3,35 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
-
-
-class ChatModel(Protocol):
-    @property
-    def model_name(self) -> str: ...
-
-    async def complete_json(
-        self,
-        messages: Sequence[ChatCompletionMessageParam],
-        *,
-        schema_name: str,
-        schema: dict[str, Any],
-        max_tokens: int,
-    ) -> Completion: ...
-
-    async def close(self) -> None: ...
+from taxonomy.ports import Completion
 
 
 class OpenAIChatModel:

@@ -19,8 +19,8 @@ from interesttree.v1 import (
 )
 
 from server.demo import sample_requests
-from taxonomy.builder import invariant_violations
 from taxonomy.models import InterestNode, InterestTree, TextSource
+from taxonomy.trees.invariants import invariant_violations
 
 from .conftest import RunningServer, data_only_settings, start_server
 

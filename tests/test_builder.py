@@ -9,14 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from taxonomy.builder import (
-    BuilderConfig,
-    build_data_tree,
-    invariant_violations,
-    tree_from_graph,
-)
-from taxonomy.history import summarize_history
+from taxonomy.events.history import summarize_history
 from taxonomy.models import Event, EventType, InterestTree, Item
+from taxonomy.trees.builder import BuilderConfig, build_data_tree
+from taxonomy.trees.graph import tree_from_graph
+from taxonomy.trees.invariants import invariant_violations
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -1,4 +1,5 @@
-"""Unit tests of the collaborative trainers (index.collaborative) and re-ranker (index.rerank)."""
+"""Unit tests of the collaborative trainers (taxonomy.recommendation, bench.research_trainers)
+and the re-ranker (taxonomy.recommendation.rerank)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,20 @@ import random
 import numpy as np
 import pytest
 
-from index import collaborative
-from index.collaborative import (
-    CollaborativeConfig,
-    CollaborativeModel,
-    CooccurrenceConfig,
-    TransitionConfig,
-    _sequence_blocks,
-    context_weights,
-    train_collaborative_model,
+from bench.research_trainers import (
     train_cooccurrence_vectors,
     train_transition_vectors,
+    truncated,
 )
-from index.rerank import RerankConfig, rerank, transition_scores
+from taxonomy.recommendation import transitions
+from taxonomy.recommendation.collaborative_model import CollaborativeModel, context_weights
+from taxonomy.recommendation.rerank import RerankConfig, rerank, transition_scores
+from taxonomy.recommendation.training import (
+    CollaborativeConfig,
+    CooccurrenceConfig,
+    train_collaborative_model,
+)
+from taxonomy.recommendation.transitions import TransitionConfig, _sequence_blocks
 
 GROUPS = {g: [f"{g}{k}" for k in range(6)] for g in "abcd"}
 
@@ -93,7 +95,7 @@ def test_cooccurrence_is_deterministic() -> None:
 @pytest.mark.parametrize("dense_max", [0, 10_000])
 def test_sequence_blocks_match_brute_force(monkeypatch: pytest.MonkeyPatch, dense_max: int) -> None:
     """Both the dense and the banded/closed-form Gram paths."""
-    monkeypatch.setattr(collaborative, "_DENSE_GRAM_MAX", dense_max)
+    monkeypatch.setattr(transitions, "_DENSE_GRAM_MAX", dense_max)
     rng = np.random.default_rng(0)
     configs = [
         TransitionConfig(window=3, decay=0.7, profile_weight=1.3, profile_power=0.5),
@@ -155,7 +157,7 @@ def test_transition_output_shape_dtype_norm_and_determinism() -> None:
     np.testing.assert_array_equal(one.context_vectors, two.context_vectors)
     assert one.transitions is not None and two.transitions is not None
     np.testing.assert_array_equal(one.transitions, two.transitions)
-    small = one.truncated(3)
+    small = truncated(one, 3)
     assert small.item_vectors.shape == (n, 4)
     np.testing.assert_allclose(np.linalg.norm(small.item_vectors, axis=1), 1.0, atol=1e-5)
     assert small.index_of(one.item_ids[5]) == 5

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from index.collaborative import CollaborativeConfig, CooccurrenceConfig, TransitionConfig
-from index.rerank import RerankConfig
-from taxonomy.embedder import Embedder
 from taxonomy.engine import EngineConfig, InterestEngine
 from taxonomy.models import Event, Item
-from taxonomy.store import SqliteStore
+from taxonomy.ports import Embedder
+from taxonomy.recommendation.rerank import RerankConfig
+from taxonomy.recommendation.training import CollaborativeConfig, CooccurrenceConfig
+from taxonomy.recommendation.transitions import TransitionConfig
+from taxonomy.storage.sqlite import SqliteStore
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 GENRES = ["Jazz", "Rock", "Folk", "Opera"]
@@ -83,45 +84,53 @@ async def make_engine(tmp_path: Path, embedder: Embedder) -> InterestEngine:
 async def test_service_learns_sequences_and_attributes_exactly(tmp_path: Path) -> None:
     embedder = HashEmbedder()
     engine = await make_engine(tmp_path, embedder)
-    await engine.upsert_items(catalog())
+    await engine.catalog.upsert_items(catalog())
     events = [
         Event(user_id=f"u{u}", item_id=item, event_time=START + timedelta(hours=t))
         for u, walk in enumerate(sequences(300))
         for t, item in enumerate(walk)
     ]
-    await engine.record_events(events, None)
-    refreshed = await engine.refresh_models()
+    await engine.events.record_events(events, None)
+    refreshed = await engine.refresher.refresh_models()
     assert refreshed.event_count == len(events)
 
     probe = [
         Event(user_id="probe", item_id=f"folk-{k}", event_time=START + timedelta(days=30, hours=k))
         for k in range(3)
     ]
-    await engine.record_events(probe, None)
-    result = await engine.recommend("probe", page_size=3, level_weights=None, include_seen=False)
+    await engine.events.record_events(probe, None)
+    result = await engine.recommender.recommend(
+        "probe", page_size=3, level_weights=None, include_seen=False
+    )
     top = [rec.item_id for rec in result.recommendations]
     assert top[0] == "folk-3", top
     assert all(item.startswith("folk-") for item in top[:2])
     for rec in result.recommendations:
         assert rec.nodes
         assert {n.node.node_id for n in rec.nodes} <= {
-            n.node_id for n in (await engine.get_tree("probe")).nodes
+            n.node_id for n in (await engine.trees.get_tree("probe")).nodes
         }
     await engine.close()
 
     # The trained model is on disk: a restarted engine serves the same ranking.
     again = await make_engine(tmp_path, embedder)
-    second = await again.recommend("probe", page_size=3, level_weights=None, include_seen=False)
+    second = await again.recommender.recommend(
+        "probe", page_size=3, level_weights=None, include_seen=False
+    )
     assert [rec.item_id for rec in second.recommendations] == top
     await again.close()
 
 
 async def test_too_few_events_keep_the_text_space(tmp_path: Path) -> None:
     engine = await make_engine(tmp_path, HashEmbedder())
-    await engine.upsert_items(catalog())
-    await engine.record_events([Event(user_id="solo", item_id="jazz-1", event_time=START)], None)
-    assert not await engine.refresh_if_stale()
-    result = await engine.recommend("solo", page_size=5, level_weights=None, include_seen=False)
+    await engine.catalog.upsert_items(catalog())
+    await engine.events.record_events(
+        [Event(user_id="solo", item_id="jazz-1", event_time=START)], None
+    )
+    assert not await engine.refresher.refresh_if_stale()
+    result = await engine.recommender.recommend(
+        "solo", page_size=5, level_weights=None, include_seen=False
+    )
     assert len(result.recommendations) == 5
     await engine.close()
 
@@ -131,7 +140,7 @@ async def test_runtime_refreshes_collaborative_vectors_in_the_background(tmp_pat
 
     from server.app import Runtime
     from server.config import Settings
-    from taxonomy.naming import NamingMode
+    from taxonomy.trees.naming import NamingMode
 
     settings = Settings(
         data_dir=tmp_path / "data",
@@ -141,20 +150,20 @@ async def test_runtime_refreshes_collaborative_vectors_in_the_background(tmp_pat
     )
     runtime = await Runtime.create(settings)
     try:
-        await runtime.engine.upsert_items(catalog())
+        await runtime.engine.catalog.upsert_items(catalog())
         events = [
             Event(user_id=f"u{u}", item_id=item, event_time=START + timedelta(hours=t))
             for u, walk in enumerate(sequences(260))
             for t, item in enumerate(walk)
         ]
         assert len(events) >= runtime.engine.config.collaborative_min_events
-        await runtime.engine.record_events(events, None)
-        assert runtime.engine.collaborative_event_count is None
+        await runtime.engine.events.record_events(events, None)
+        assert runtime.engine.recommender.collaborative_event_count is None
         await runtime.start_background()
         for _ in range(300):
-            if runtime.engine.collaborative_event_count is not None:
+            if runtime.engine.recommender.collaborative_event_count is not None:
                 break
             await asyncio.sleep(0.2)
-        assert runtime.engine.collaborative_event_count == len(events)
+        assert runtime.engine.recommender.collaborative_event_count == len(events)
     finally:
         await runtime.close()

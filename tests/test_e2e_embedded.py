@@ -22,7 +22,7 @@ from interesttree.v1 import admin_pb2, catalog_pb2, interest_pb2, recommendation
 
 from server.app import free_port
 from server.demo import sample_requests
-from taxonomy.builder import invariant_violations
+from taxonomy.trees.invariants import invariant_violations
 
 from .conftest import Stubs, make_stubs
 from .test_api import domain_tree, history_of

@@ -21,7 +21,7 @@ from interesttree.v1 import admin_pb2, catalog_pb2, interest_pb2, recommendation
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.config import Settings
-from taxonomy.naming import NamingMode
+from taxonomy.trees.naming import NamingMode
 
 from .conftest import data_only_settings
 from .http_server import ServerWithHttp, start_server_with_http

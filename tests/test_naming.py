@@ -18,11 +18,12 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from taxonomy.builder import ROOT, build_data_tree
-from taxonomy.history import summarize_history
-from taxonomy.llm import Completion
+from taxonomy.events.history import summarize_history
 from taxonomy.models import Event, Item, TextSource
-from taxonomy.naming import (
+from taxonomy.ports import Completion
+from taxonomy.trees.builder import build_data_tree
+from taxonomy.trees.graph import ROOT, node_data
+from taxonomy.trees.naming import (
     NamingMode,
     explanation_problem,
     label_problem,
@@ -88,7 +89,7 @@ def sample_graph() -> tuple[nx.DiGraph, dict[str, Item]]:
 
 
 def labels(graph: nx.DiGraph) -> dict[str, str]:
-    return {graph.nodes[n]["path"][-1]: graph.nodes[n]["label"] for n in graph if n != ROOT}
+    return {node_data(graph, n).path[-1]: node_data(graph, n).label for n in graph if n != ROOT}
 
 
 async def test_valid_choices_are_applied() -> None:
@@ -97,16 +98,16 @@ async def test_valid_choices_are_applied() -> None:
     stats = await refine_tree(
         graph, items, chat, mode=NamingMode.CHOOSE, limiter=asyncio.Semaphore(2)
     )
-    with_choices = [n for n in graph if n != ROOT and len(graph.nodes[n]["candidates"]) > 1]
+    with_choices = [n for n in graph if n != ROOT and len(node_data(graph, n).candidates) > 1]
     assert stats.requests == len(with_choices)
     assert stats.failures == 0
-    refined = [graph.nodes[n] for n in graph if n != ROOT and len(graph.nodes[n]["candidates"]) > 1]
+    refined = [node_data(graph, n) for n in with_choices]
     assert refined, "the sample must offer at least one choice"
-    for attrs in refined:
-        assert attrs["label"] == attrs["candidates"][-1]
-        assert attrs["label_source"] is TextSource.MODEL
+    for data in refined:
+        assert data.label == data.candidates[-1]
+        assert data.label_source is TextSource.MODEL
     # choose mode never takes the model's explanation.
-    assert {graph.nodes[n]["explanation_source"] for n in graph if n != ROOT} == {TextSource.DATA}
+    assert {node_data(graph, n).explanation_source for n in graph if n != ROOT} == {TextSource.DATA}
     # Item text reaches the model only as escaped JSON inside the delimited block.
     assert all("<items>" in prompt for prompt in chat.prompts)
     assert not any(
@@ -126,7 +127,7 @@ async def test_invalid_output_is_retried_then_falls_back_to_data() -> None:
     assert stats.failures == nodes
     assert stats.retries == 2 * nodes
     assert labels(graph) == before
-    assert {graph.nodes[n]["label_source"] for n in graph if n != ROOT} == {TextSource.DATA}
+    assert {node_data(graph, n).label_source for n in graph if n != ROOT} == {TextSource.DATA}
 
 
 async def test_model_outage_keeps_the_data_tree() -> None:
@@ -151,10 +152,10 @@ async def test_injected_and_copied_text_never_becomes_a_label_or_explanation() -
     for node in graph:
         if node == ROOT:
             continue
-        attrs = graph.nodes[node]
-        assert "HACKED" not in attrs["label"]
-        assert attrs["label"] != "Galactic Patrol"
-        assert "Ignore previous instructions" not in attrs["explanation"]
+        data = node_data(graph, node)
+        assert "HACKED" not in data.label
+        assert data.label != "Galactic Patrol"
+        assert "Ignore previous instructions" not in data.explanation
 
 
 def test_label_checks() -> None:

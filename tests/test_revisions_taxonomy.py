@@ -11,11 +11,11 @@ import pytest
 from interesttree.v1 import catalog_pb2, interest_pb2
 
 from server.app import Runtime
-from taxonomy.builder import invariant_violations
 from taxonomy.engine import EngineConfig, InterestEngine
 from taxonomy.models import Event
-from taxonomy.naming import NamingMode
-from taxonomy.store import SqliteStore
+from taxonomy.storage.sqlite import SqliteStore
+from taxonomy.trees.invariants import invariant_violations
+from taxonomy.trees.naming import NamingMode
 
 from .conftest import RunningServer, data_only_settings
 from .test_api import START, domain_tree, history_of, load_sample
@@ -150,9 +150,9 @@ async def test_batch_build_streams_every_user(data_only_server: RunningServer) -
 async def test_incremental_update_asks_only_about_changed_nodes(tmp_path: Path) -> None:
     runtime = await Runtime.create(data_only_settings(tmp_path / "seed"))
     items, events = await asyncio.to_thread(_sample_domain)
-    await runtime.engine.upsert_items(items)
-    await runtime.engine.record_events(events, None)
-    embedder = runtime.engine._embedder
+    await runtime.engine.catalog.upsert_items(items)
+    await runtime.engine.events.record_events(events, None)
+    embedder = runtime.engine.embedder
     await runtime.close()
 
     chat = ScriptedChat([])
@@ -164,11 +164,11 @@ async def test_incremental_update_asks_only_about_changed_nodes(tmp_path: Path) 
         EngineConfig(naming_mode=NamingMode.FREE),
     )
     await engine.start()
-    full = await engine.build_tree("alice")
+    full = await engine.trees.build_tree("alice")
     assert not full.tree.build_stats.incremental
     new_event = Event(user_id="alice", item_id="dracula", event_time=START + timedelta(days=90))
-    await engine.record_events([new_event], None)
-    update = await engine.build_tree("alice")
+    await engine.events.record_events([new_event], None)
+    update = await engine.trees.build_tree("alice")
     stats = update.tree.build_stats
     assert stats.incremental
     assert 0 < stats.model_requests < full.tree.build_stats.model_requests
@@ -176,7 +176,7 @@ async def test_incremental_update_asks_only_about_changed_nodes(tmp_path: Path) 
     assert stats.prompt_tokens + stats.completion_tokens <= 0.4 * (
         full.tree.build_stats.prompt_tokens + full.tree.build_stats.completion_tokens
     )
-    rebuilt = await engine.build_tree("alice", incremental=False)
+    rebuilt = await engine.trees.build_tree("alice", incremental=False)
     assert rebuilt.tree.build_stats.model_requests == len(rebuilt.tree.nodes)
     await engine.close()
 

@@ -18,11 +18,11 @@ import networkx as nx
 import numpy as np
 from numpy.typing import NDArray
 
-from taxonomy.clustering import cluster_paths
-from taxonomy.history import HistoryItem
-from taxonomy.models import InterestNode, InterestTree, Item, TextSource
+from taxonomy.events.history import HistoryItem
+from taxonomy.models import Item, TextSource
+from taxonomy.trees.clustering import cluster_paths
+from taxonomy.trees.graph import ROOT, NodeData, add_node, node_data
 
-ROOT = "root"
 OTHER_INTERESTS = "Other interests"
 
 
@@ -92,7 +92,7 @@ def build_data_tree(
     config: BuilderConfig = BuilderConfig(),
     vectors: Mapping[str, NDArray[np.float32]] | None = None,
 ) -> nx.DiGraph:
-    """Returns a DiGraph rooted at ROOT; every other node carries the attributes of InterestNode.
+    """Returns a DiGraph rooted at ROOT; every other node carries its `NodeData`.
 
     `history` must only hold items present in `items` (the engine drops deleted items first).
     `vectors` (text embeddings) let items without categories or tags be grouped by clustering.
@@ -117,7 +117,7 @@ def build_data_tree(
     paths = {item_id: path[: config.max_depth] for item_id, path in paths.items()}
 
     graph = nx.DiGraph(root_terms=root_terms)
-    graph.add_node(ROOT, level=0, path=())
+    graph.add_node(ROOT)
     terminal: dict[tuple[str, ...], list[str]] = {}
     for item_id, path in paths.items():
         parent = ROOT
@@ -125,9 +125,9 @@ def build_data_tree(
             prefix = tuple(path[:depth])
             node = _node_id((*root_terms, *prefix))
             if node not in graph:
-                graph.add_node(node, level=depth, path=prefix, label=prefix[-1], members=set())
+                add_node(graph, node, NodeData(level=depth, path=prefix, label=prefix[-1]))
                 graph.add_edge(parent, node)
-            graph.nodes[node]["members"].add(item_id)
+            node_data(graph, node).members.add(item_id)
             parent = node
         terminal.setdefault(tuple(path), []).append(item_id)
 
@@ -141,15 +141,15 @@ def build_data_tree(
     if _depth(graph) < config.min_depth:
         recent_from = total_events * (1 - config.recent_share)
         for node in [n for n in graph.successors(ROOT)]:
-            members = graph.nodes[node]["members"]
+            members = node_data(graph, node).members
             recent = {i for i in members if entries[i].last_position >= recent_from}
             earlier = members - recent
-            path = graph.nodes[node]["path"]
+            group = node_data(graph, node).path
             # Every level-1 group gets level 2, even a one-sided split: trees have >= 2 levels.
             if recent:
-                _add_child(graph, node, (*path, f"Recent {path[-1]}"), recent)
+                _add_child(graph, node, (*group, f"Recent {group[-1]}"), recent)
             if earlier:
-                _add_child(graph, node, (*path, f"Earlier {path[-1]}"), earlier)
+                _add_child(graph, node, (*group, f"Earlier {group[-1]}"), earlier)
 
     _assign_weights_and_texts(graph, entries, items, config, total_items=len(history))
     return graph
@@ -159,12 +159,14 @@ def _add_child(
     graph: nx.DiGraph, parent: str, path: tuple[str, ...], item_ids: Sequence[str] | set[str]
 ) -> None:
     node = _node_id((*graph.graph["root_terms"], *path))
-    graph.add_node(node, level=len(path), path=path, label=path[-1], members=set(item_ids))
+    add_node(
+        graph, node, NodeData(level=len(path), path=path, label=path[-1], members=set(item_ids))
+    )
     graph.add_edge(parent, node)
 
 
 def _depth(graph: nx.DiGraph) -> int:
-    return max(int(level) for _, level in graph.nodes(data="level"))
+    return max((node_data(graph, node).level for node in graph if node != ROOT), default=0)
 
 
 def _assign_weights_and_texts(
@@ -176,27 +178,27 @@ def _assign_weights_and_texts(
     total_items: int,
 ) -> None:
     by_level: dict[int, list[str]] = {}
-    for node, level in graph.nodes(data="level"):
+    for node in graph:
         if node != ROOT:
-            by_level.setdefault(int(level), []).append(node)
+            by_level.setdefault(node_data(graph, node).level, []).append(node)
     for nodes in by_level.values():
-        mass = {n: sum(entries[i].strength for i in graph.nodes[n]["members"]) for n in nodes}
+        mass = {n: sum(entries[i].strength for i in node_data(graph, n).members) for n in nodes}
         level_total = sum(mass.values())
         for node in nodes:
-            attrs = graph.nodes[node]
-            members = attrs["members"]
+            data = node_data(graph, node)
+            members = data.members
             evidence = sorted(
                 members, key=lambda i: (-entries[i].strength, -entries[i].last_position, i)
             )
-            attrs["weight"] = mass[node] / level_total if level_total > 0 else 1 / len(nodes)
-            attrs["evidence"] = evidence
-            attrs["label_source"] = TextSource.DATA
-            attrs["explanation_source"] = TextSource.DATA
+            data.weight = mass[node] / level_total if level_total > 0 else 1 / len(nodes)
+            data.evidence = evidence
+            data.label_source = TextSource.DATA
+            data.explanation_source = TextSource.DATA
             latest = max(entries[i].last_time for i in members)
-            attrs["explanation"] = data_explanation(
-                attrs["label"], len(members), total_items, attrs["weight"], latest
+            data.explanation = data_explanation(
+                data.label, len(members), total_items, data.weight, latest
             )
-            attrs["candidates"] = label_candidates(graph, node, items, config)
+            data.candidates = label_candidates(data, items, config)
 
 
 def data_explanation(
@@ -209,15 +211,11 @@ def data_explanation(
     )
 
 
-def label_candidates(
-    graph: nx.DiGraph, node: str, items: Mapping[str, Item], config: BuilderConfig
-) -> list[str]:
+def label_candidates(data: NodeData, items: Mapping[str, Item], config: BuilderConfig) -> list[str]:
     """Data-backed labels the model may choose from: the node's own term, and that term refined
     by a tag most of the node's items share (so no candidate rests on one item)."""
-    attrs = graph.nodes[node]
-    label: str = attrs["label"]
-    members: set[str] = attrs["members"]
-    path_terms = {term.casefold() for term in attrs["path"]}
+    label, members = data.label, data.members
+    path_terms = {term.casefold() for term in data.path}
     # Category terms are excluded: they are this node's ancestors or its children already.
     category_terms = {term.casefold() for i in members for term in items[i].categories}
     counts: Counter[str] = Counter()
@@ -231,88 +229,3 @@ def label_candidates(
             if count / len(members) >= config.candidate_support and count >= 2:
                 candidates.append(f"{label}: {term}")
     return list(dict.fromkeys(candidates))
-
-
-def tree_from_graph(
-    graph: nx.DiGraph,
-    *,
-    user_id: str,
-    revision: int,
-    create_time: datetime,
-    event_count: int,
-    model: str,
-) -> InterestTree:
-    nodes: list[InterestNode] = []
-    for node in nx.bfs_tree(graph, ROOT):
-        if node == ROOT:
-            continue
-        attrs = graph.nodes[node]
-        parent = next(iter(graph.predecessors(node)))
-        nodes.append(
-            InterestNode(
-                node_id=node,
-                parent_id=None if parent == ROOT else parent,
-                level=attrs["level"],
-                label=attrs["label"],
-                explanation=attrs["explanation"],
-                weight=attrs["weight"],
-                evidence_items=attrs["evidence"],
-                label_source=attrs["label_source"],
-                explanation_source=attrs["explanation_source"],
-                reviewed=attrs.get("reviewed", False),
-            )
-        )
-    nodes.sort(key=lambda n: (n.level, -n.weight, n.node_id))
-    return InterestTree(
-        user_id=user_id,
-        revision=revision,
-        nodes=nodes,
-        create_time=create_time,
-        event_count=event_count,
-        model=model,
-    )
-
-
-def graph_from_tree(tree: InterestTree) -> nx.DiGraph:
-    graph = nx.DiGraph()
-    graph.add_node(ROOT, level=0)
-    for node in tree.nodes:
-        graph.add_node(node.node_id, **node.model_dump(exclude={"node_id"}))
-        graph.add_edge(node.parent_id or ROOT, node.node_id)
-    return graph
-
-
-def invariant_violations(tree: InterestTree, history_item_ids: set[str]) -> list[str]:
-    """Every rule a stored tree must satisfy; an empty list means the tree is valid."""
-    problems: list[str] = []
-    by_id = {node.node_id: node for node in tree.nodes}
-    graph = graph_from_tree(tree)
-    if not nx.is_arborescence(graph):
-        problems.append("nodes do not form a tree")
-    children: dict[str, list[InterestNode]] = {}
-    for node in tree.nodes:
-        evidence = set(node.evidence_items)
-        if not evidence <= history_item_ids:
-            problems.append(f"{node.node_id}: evidence outside the user's history")
-        if node.parent_id is not None:
-            parent = by_id.get(node.parent_id)
-            if parent is None or parent.level != node.level - 1:
-                problems.append(f"{node.node_id}: parent missing or not one level up")
-            elif not evidence <= set(parent.evidence_items):
-                problems.append(f"{node.node_id}: evidence not contained in the parent's")
-        elif node.level != 1:
-            problems.append(f"{node.node_id}: root-level node at level {node.level}")
-        children.setdefault(node.parent_id or ROOT, []).append(node)
-    for siblings in children.values():
-        labels = [s.label.casefold() for s in siblings]
-        if len(labels) != len(set(labels)):
-            problems.append(f"duplicate sibling labels: {sorted(labels)}")
-    for level in range(1, tree.depth + 1):
-        total = sum(node.weight for node in tree.level_nodes(level))
-        if abs(total - 1.0) > 1e-6:
-            problems.append(f"level {level} weights sum to {total:.6f}")
-    leaves = [n for n in tree.nodes if n.node_id not in children]
-    covered = set().union(*(set(leaf.evidence_items) for leaf in leaves)) if leaves else set()
-    if covered != history_item_ids:
-        problems.append(f"{len(history_item_ids - covered)} history items not covered by a leaf")
-    return problems

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from index import HnswIndex, fuse_levels, node_contributions
+from index import fuse_levels, node_contributions, weighted_mean
 from taxonomy.models import InterestNode, InterestTree
+from taxonomy.recommendation.spaces import VectorSpace
 
 MAX_ATTRIBUTED_NODES = 3
 
@@ -38,15 +39,6 @@ class Recommendation:
     score: float
     nodes: list[ScoredNode]
     reason: str
-
-
-@dataclass(frozen=True)
-class VectorSpace:
-    name: str
-    index: HnswIndex
-    query_vectors: Callable[[Sequence[str]], NDArray[np.float32]]
-    """Query-side vectors of items that have one in this space."""
-    has_vector: Callable[[str], bool]
 
 
 def recommend(
@@ -79,10 +71,9 @@ def recommend(
             ]
             if not present:
                 continue
-            weights = np.array([item_weights[i] for i in present])
-            mass = float(weights.sum())
-            mean = (weights / mass) @ space.query_vectors(present).astype(np.float64)
-            members.append((node, mass, mean.astype(np.float32)))
+            weights = [item_weights[i] for i in present]
+            mean = weighted_mean(space.query_vectors(present), weights)
+            members.append((node, sum(weights), mean))
         level_mass = sum(mass for _, mass, _ in members)
         if level_mass <= 0:
             continue

@@ -1,37 +1,27 @@
 """Collaborative item vectors learned from recorded events, as a retrieval space.
 
-Training is `index.collaborative.train_transition_vectors`; this module turns its model into a
-`VectorSpace` (an HNSW index of item vectors, context vectors for queries, exact re-scoring),
-computes a user's item weights from their events, and saves/loads the model atomically.
+Training is `taxonomy.recommendation.training.train_collaborative_model`; this module turns its
+model into a `VectorSpace` (an HNSW index of item vectors, context vectors for queries, exact
+re-scoring) and computes a user's item weights from their events.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from index import HnswIndex
-from index.collaborative import (
-    CollaborativeConfig,
-    CollaborativeModel,
-    Weighting,
-    train_collaborative_model,
-)
-from index.rerank import RerankConfig, rerank
-from taxonomy.history import DEFAULT_EVENT_TYPE_WEIGHTS
+from taxonomy.events.history import DEFAULT_EVENT_TYPE_WEIGHTS
 from taxonomy.models import Event
-from taxonomy.retrieval import VectorSpace
+from taxonomy.recommendation.collaborative_model import CollaborativeModel
+from taxonomy.recommendation.rerank import RerankConfig, rerank
+from taxonomy.recommendation.spaces import VectorSpace
+from taxonomy.recommendation.training import CollaborativeConfig, train_collaborative_model
 
 COLLABORATIVE_SPACE = "collaborative"
-MODEL_FILE = "collaborative.npz"
 
 
 def _event_weight(event: Event) -> float:
@@ -120,58 +110,3 @@ def train_collaborative(
         [[_event_weight(event) for event in sequence] for sequence in sequences],
         config,
     )
-
-
-def save_model(directory: Path, model: CollaborativeModel, event_count: int) -> None:
-    """Writes the model to a temp file and renames it into place: never half a model."""
-    directory.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "event_count": event_count,
-        "window": model.window,
-        "decay": model.decay,
-        "profile_weight": model.profile_weight,
-        "profile_power": model.profile_power,
-        "profile_window": model.profile_window,
-        "symmetric": model.symmetric,
-        "rerank_weighting": (
-            dataclasses.asdict(model.rerank_weighting) if model.rerank_weighting else None
-        ),
-    }
-    arrays: dict[str, NDArray[np.generic]] = {
-        "item_ids": np.array(model.item_ids, dtype=np.str_),
-        "item_vectors": model.item_vectors,
-        "context_vectors": model.context_vectors,
-        "meta": np.array(json.dumps(meta)),
-    }
-    if model.transitions is not None:
-        arrays["transitions"] = model.transitions
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".collaborative.", suffix=".npz")
-    with os.fdopen(fd, "wb") as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, directory / MODEL_FILE)
-
-
-def load_model(directory: Path) -> tuple[CollaborativeModel, int] | None:
-    path = directory / MODEL_FILE
-    if not path.exists():
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data["meta"]))
-        model = CollaborativeModel(
-            item_ids=tuple(str(item_id) for item_id in data["item_ids"]),
-            item_vectors=data["item_vectors"],
-            context_vectors=data["context_vectors"],
-            transitions=data.get("transitions"),
-            window=meta["window"],
-            decay=meta["decay"],
-            profile_weight=meta["profile_weight"],
-            profile_power=meta["profile_power"],
-            profile_window=meta["profile_window"],
-            symmetric=meta["symmetric"],
-            rerank_weighting=(
-                Weighting(**meta["rerank_weighting"]) if meta["rerank_weighting"] else None
-            ),
-        )
-    return model, int(meta["event_count"])

@@ -28,9 +28,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from taxonomy.builder import ROOT
-from taxonomy.llm import ChatModel
 from taxonomy.models import InterestNode, Item, TextSource
+from taxonomy.ports import ChatModel
+from taxonomy.trees.graph import ROOT, interest_nodes, node_data, parent_of
 
 logger = logging.getLogger(__name__)
 
@@ -290,25 +290,25 @@ async def refine_tree(
     stats = NamingStats()
     if mode is NamingMode.OFF:
         return stats
-    history_ids = set().union(*(graph.nodes[n]["members"] for n in graph.successors(ROOT)))
+    history_ids = set().union(*(node_data(graph, n).members for n in graph.successors(ROOT)))
     history = [items[i] for i in sorted(history_ids)]
-    nodes = [n for n in nx.bfs_tree(graph, ROOT) if n != ROOT]
+    nodes = interest_nodes(graph)
     if mode is NamingMode.CHOOSE:
         # With a single candidate there is nothing to choose: no request, no prompt tokens.
-        nodes = [n for n in nodes if len(graph.nodes[n]["candidates"]) > 1]
+        nodes = [n for n in nodes if len(node_data(graph, n).candidates) > 1]
     if previous:
         unchanged = [n for n in nodes if _reuse_previous(graph, n, previous.get(n), mode)]
         stats.reused = len(unchanged)
         nodes = [n for n in nodes if n not in set(unchanged)]
 
     async def name_one(node: str) -> tuple[str, NodeNaming | None]:
-        attrs = graph.nodes[node]
-        parent = next(iter(graph.predecessors(node)))
-        candidates = attrs["candidates"] if mode is NamingMode.CHOOSE else None
-        evidence = [items[i] for i in attrs["evidence"]]
+        data = node_data(graph, node)
+        parent = parent_of(graph, node)
+        candidates = data.candidates if mode is NamingMode.CHOOSE else None
+        evidence = [items[i] for i in data.evidence]
         prompt = _prompt(
-            attrs["label"],
-            graph.nodes[parent].get("label") if parent != ROOT else None,
+            data.label,
+            node_data(graph, parent).label if parent != ROOT else None,
             candidates,
             evidence,
         )
@@ -329,13 +329,13 @@ async def refine_tree(
         answer = answers.get(node)
         if answer is None:
             continue
-        attrs = graph.nodes[node]
-        attrs["reviewed"] = True
-        parent = next(iter(graph.predecessors(node)))
-        siblings = [graph.nodes[s]["label"] for s in graph.successors(parent) if s != node]
-        ancestors = [graph.nodes[a]["label"] for a in nx.ancestors(graph, node) if a != ROOT]
-        evidence = [items[i] for i in attrs["evidence"]]
-        candidates = attrs["candidates"] if mode is NamingMode.CHOOSE else None
+        data = node_data(graph, node)
+        data.reviewed = True
+        parent = parent_of(graph, node)
+        siblings = [node_data(graph, s).label for s in graph.successors(parent) if s != node]
+        ancestors = [node_data(graph, a).label for a in nx.ancestors(graph, node) if a != ROOT]
+        evidence = [items[i] for i in data.evidence]
+        candidates = data.candidates if mode is NamingMode.CHOOSE else None
         label = " ".join(answer.label.split())
         problem = label_problem(
             label,
@@ -347,10 +347,10 @@ async def refine_tree(
         )
         if problem is None:
             # MODEL also when the model confirmed the data label: it was reviewed either way.
-            if label != attrs["label"]:
+            if label != data.label:
                 stats.labels_changed += 1
-            attrs["label"] = label
-            attrs["label_source"] = TextSource.MODEL
+            data.label = label
+            data.label_source = TextSource.MODEL
             stats.labels_from_model += 1
         else:
             stats.reject(f"label_{problem}")
@@ -359,8 +359,8 @@ async def refine_tree(
         explanation = " ".join(answer.explanation.split())
         problem = explanation_problem(explanation, evidence=evidence, history=history)
         if problem is None:
-            attrs["explanation"] = explanation
-            attrs["explanation_source"] = TextSource.MODEL
+            data.explanation = explanation
+            data.explanation_source = TextSource.MODEL
             stats.explanations_from_model += 1
         else:
             stats.reject(f"explanation_{problem}")
@@ -376,18 +376,18 @@ def _reuse_previous(
     whose request failed is, since failures are usually transient."""
     if before is None or not before.reviewed:
         return False
-    attrs = graph.nodes[node]
-    old, new = set(before.evidence_items), set(attrs["evidence"])
+    data = node_data(graph, node)
+    old, new = set(before.evidence_items), set(data.evidence)
     if len(old & new) / len(old | new) < REUSE_MIN_EVIDENCE_OVERLAP:
         return False
-    if mode is NamingMode.CHOOSE and before.label not in attrs["candidates"]:
+    if mode is NamingMode.CHOOSE and before.label not in data.candidates:
         return False
-    attrs["reviewed"] = True
+    data.reviewed = True
     if before.label_source is not TextSource.MODEL:
         return True
-    attrs["label"] = before.label
-    attrs["label_source"] = TextSource.MODEL
+    data.label = before.label
+    data.label_source = TextSource.MODEL
     if mode is NamingMode.FREE and before.explanation_source is TextSource.MODEL:
-        attrs["explanation"] = before.explanation
-        attrs["explanation_source"] = TextSource.MODEL
+        data.explanation = before.explanation
+        data.explanation_source = TextSource.MODEL
     return True

@@ -1,6 +1,5 @@
-"""Durable storage of the catalog, events, trees and vectors.
+"""`SqliteStore`, the embedded default implementation of `taxonomy.ports.Store`.
 
-`Store` is the small interface the engine depends on; `SqliteStore` is the embedded default.
 A PostgreSQL implementation only has to provide the same methods. Every write is one
 transaction committed with `synchronous=FULL` before the method returns, so an acknowledged
 write survives a crash or a kill.
@@ -15,12 +14,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from taxonomy.models import Event, EventType, InterestTree, Item, TaxonomyNode, TreeDiff
+from taxonomy.ports import CATALOG_VERSION_KEY, TAXONOMY_VERSION_KEY, vectors_version_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -75,50 +74,6 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 """
-
-CATALOG_VERSION_KEY = "catalog_version"
-TAXONOMY_VERSION_KEY = "taxonomy_version"
-
-
-def vectors_version_key(space: str) -> str:
-    return f"vectors_version:{space}"
-
-
-class Store(Protocol):
-    """What the engine needs from durable storage."""
-
-    def upsert_items(
-        self, items: Sequence[Item], vectors: dict[str, NDArray[np.float32]], space: str
-    ) -> list[Item]: ...
-    def get_items(self, item_ids: Sequence[str]) -> dict[str, Item]: ...
-    def list_items(self, after_item_id: str, limit: int) -> list[Item]: ...
-    def delete_items(self, item_ids: Sequence[str]) -> int: ...
-    def item_vectors(self, space: str) -> tuple[list[str], NDArray[np.float32]]: ...
-    def version(self, key: str) -> int: ...
-    def set_item_vectors(
-        self, space: str, ids: Sequence[str], matrix: NDArray[np.float32]
-    ) -> None: ...
-    def user_ids(self) -> list[str]: ...
-    def record_events(self, events: Sequence[Event], request_id: str | None) -> int: ...
-    def user_exists(self, user_id: str) -> bool: ...
-    def user_events(self, user_id: str) -> list[Event]: ...
-    def event_count(self) -> int: ...
-    def all_sequences(self) -> Iterator[tuple[str, list[Event]]]: ...
-    def save_tree(
-        self,
-        tree: InterestTree,
-        diff: TreeDiff,
-        new_taxonomy: Sequence[tuple[TaxonomyNode, NDArray[np.float32]]],
-        new_aliases: dict[str, str],
-    ) -> None: ...
-    def latest_tree(self, user_id: str) -> InterestTree | None: ...
-    def latest_revision(self, user_id: str) -> int: ...
-    def tree_revisions(
-        self, user_id: str, before_revision: int, limit: int
-    ) -> list[tuple[InterestTree, TreeDiff]]: ...
-    def taxonomy_vectors(self) -> tuple[list[str], NDArray[np.float32]]: ...
-    def list_taxonomy(self, offset: int, limit: int) -> list[TaxonomyNode]: ...
-    def close(self) -> None: ...
 
 
 def _to_blob(vector: NDArray[np.float32]) -> bytes:
@@ -266,18 +221,6 @@ class SqliteStore:
             ).fetchall()
         return [row[0] for row in rows], _stack([row[1] for row in rows])
 
-    def set_item_vectors(self, space: str, ids: Sequence[str], matrix: NDArray[np.float32]) -> None:
-        """Replaces every vector of one space, e.g. after retraining collaborative vectors."""
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM item_vectors WHERE space = ?", (space,))
-            conn.executemany(
-                "INSERT INTO item_vectors (item_id, space, vector) VALUES (?, ?, ?)",
-                [(item_id, space, _to_blob(row)) for item_id, row in zip(ids, matrix, strict=True)],
-            )
-            self._bump(conn, vectors_version_key(space))
-
-    # Events --------------------------------------------------------------------------------
-
     def record_events(self, events: Sequence[Event], request_id: str | None) -> int:
         with self._transaction() as conn:
             if request_id:
@@ -415,13 +358,6 @@ class SqliteStore:
                 (user_id,),
             ).fetchone()
         return InterestTree.model_validate_json(row[0]) if row else None
-
-    def latest_revision(self, user_id: str) -> int:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT MAX(revision) FROM trees WHERE user_id = ?", (user_id,)
-            ).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
 
     def tree_revisions(
         self, user_id: str, before_revision: int, limit: int

@@ -1,8 +1,8 @@
 """Re-rank fused-vector (HNSW) candidates with the exact next-item scores of the trained model.
 
-The fused user vector is queried against a rank-``dim`` factorisation of the transition matrix
-``B`` (see :mod:`index.collaborative`). The factorisation loses part of ``B``'s sharp item-to-item
-structure; re-scoring the top-K candidates with the full-rank ``B`` restores it:
+The fused user vector retrieves in the co-occurrence space, which loses the transition model's
+sharp item-to-item structure; re-scoring the top-K candidates with the full-rank next-item
+matrix ``B`` (:mod:`taxonomy.recommendation.transitions`) restores it:
 
     exact(j) = sum_i a_i * B[i, j]      (a = model.rerank_weights_for(history): the transition
                                          trainer's context weighting, not the fused-vector one)
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from index.collaborative import CollaborativeModel
+from taxonomy.recommendation.collaborative_model import CollaborativeModel
 
 __all__ = ["RerankConfig", "rerank", "transition_scores"]
 
@@ -29,7 +29,7 @@ __all__ = ["RerankConfig", "rerank", "transition_scores"]
 class RerankConfig:
     """``k``: how many fused-vector candidates to fetch and re-score; ``blend``: weight of the
     fused-vector score in the final score (0 = exact transition score only). Defaults tuned on
-    MovieLens validation for :func:`index.collaborative.train_collaborative_model`."""
+    MovieLens validation for :func:`taxonomy.recommendation.training.train_collaborative_model`."""
 
     k: int = 200
     blend: float = 0.6

@@ -1,0 +1,117 @@
+"""The catalog room: items, their text (or caller-supplied) vectors, and the item index.
+
+Every write goes to the store first, then to the index under the engine's write lock, so the
+index never holds a vector the store does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from index.versioned import VersionedIndex
+from taxonomy.errors import FieldViolation, InvalidArgumentError, NotFoundError
+from taxonomy.models import Item
+from taxonomy.ports import CATALOG_VERSION_KEY, Embedder, Store, vectors_version_key
+from taxonomy.recommendation.spaces import TEXT_SPACE
+
+ItemsForgotten = Callable[[Sequence[str]], None]
+
+
+def item_not_found(item_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"item {item_id!r} does not exist", resource_type="item", resource_name=f"items/{item_id}"
+    )
+
+
+class Catalog:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        index: VersionedIndex,
+        write_lock: asyncio.Lock,
+        on_delete: ItemsForgotten,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self.index = index
+        self._write_lock = write_lock
+        self._on_delete = on_delete
+
+    def index_version(self) -> tuple[int, ...]:
+        return (
+            self._store.version(CATALOG_VERSION_KEY),
+            self._store.version(vectors_version_key(TEXT_SPACE)),
+        )
+
+    def open(self) -> None:
+        self.index.load_or_rebuild(
+            self.index_version(), lambda: self._store.item_vectors(TEXT_SPACE)
+        )
+
+    async def _vectors(self, items: Sequence[Item]) -> dict[str, NDArray[np.float32]]:
+        """One unit vector per item: the caller's where given, else the text embedding."""
+        dim = self._embedder.dim
+        wrong = [
+            FieldViolation(f"items[{i}].vector", f"has {len(item.vector)} values, expected {dim}")
+            for i, item in enumerate(items)
+            if item.vector is not None and len(item.vector) != dim
+        ]
+        if wrong:
+            raise InvalidArgumentError("caller vectors have the wrong dimension", wrong)
+        to_embed = [item for item in items if item.vector is None]
+        embedded = await self._embedder.embed([item.embedding_text() for item in to_embed])
+        vectors = dict(zip([item.item_id for item in to_embed], embedded, strict=True))
+        for item in items:
+            if item.vector is not None:
+                supplied = np.asarray(item.vector, dtype=np.float32)
+                vectors[item.item_id] = supplied / np.linalg.norm(supplied)
+        return {item.item_id: vectors[item.item_id] for item in items}
+
+    async def upsert_items(self, items: Sequence[Item]) -> list[Item]:
+        by_id = await self._vectors(items)
+
+        def write() -> list[Item]:
+            stored = self._store.upsert_items(items, by_id, TEXT_SPACE)
+            self.index.index.upsert(list(by_id), np.stack(list(by_id.values())))
+            self.index.dirty = True
+            return stored
+
+        async with self._write_lock:
+            return await asyncio.to_thread(write)
+
+    async def get_item(self, item_id: str) -> Item:
+        found = await asyncio.to_thread(self._store.get_items, [item_id])
+        if item_id not in found:
+            raise item_not_found(item_id)
+        return found[item_id]
+
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        return await asyncio.to_thread(self._store.get_items, item_ids)
+
+    async def list_items(self, after_item_id: str, limit: int) -> list[Item]:
+        return await asyncio.to_thread(self._store.list_items, after_item_id, limit)
+
+    async def delete_items(self, item_ids: Sequence[str], *, allow_missing: bool) -> int:
+        def write() -> int:
+            if not allow_missing:
+                found = self._store.get_items(item_ids)
+                missing = [i for i in item_ids if i not in found]
+                if missing:
+                    raise NotFoundError(
+                        f"{len(missing)} item(s) do not exist, first {missing[0]!r}",
+                        resource_type="item",
+                        resource_name=f"items/{missing[0]}",
+                    )
+            deleted = self._store.delete_items(item_ids)
+            self.index.index.delete(item_ids)
+            self.index.dirty = True
+            self._on_delete(item_ids)
+            return deleted
+
+        async with self._write_lock:
+            return await asyncio.to_thread(write)

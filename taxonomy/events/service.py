@@ -1,0 +1,74 @@
+"""The events room: recording interactions, and reading a user's history back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from taxonomy.errors import FieldViolation, InvalidArgumentError, NotFoundError
+from taxonomy.events.history import HistoryItem, summarize_history
+from taxonomy.models import Event, Item
+from taxonomy.ports import Store
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    """A user's events on items still in the catalog, summarised per item."""
+
+    history: list[HistoryItem]
+    items: dict[str, Item]
+    event_count: int
+
+
+def user_not_found(user_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"user {user_id!r} has no recorded events",
+        resource_type="user",
+        resource_name=f"users/{user_id}",
+    )
+
+
+class EventLog:
+    def __init__(self, store: Store, half_life_events: float) -> None:
+        self._store = store
+        self._half_life_events = half_life_events
+
+    async def record_events(self, events: Sequence[Event], request_id: str | None) -> int:
+        def write() -> int:
+            found = self._store.get_items([event.item_id for event in events])
+            violations = [
+                FieldViolation(f"events[{i}].item", f"item {event.item_id!r} does not exist")
+                for i, event in enumerate(events)
+                if event.item_id not in found
+            ]
+            if violations:
+                raise InvalidArgumentError(
+                    f"{len(violations)} event(s) name items that are not in the catalog",
+                    violations,
+                    reason="ITEM_NOT_FOUND",
+                )
+            return self._store.record_events(events, request_id)
+
+        return await asyncio.to_thread(write)
+
+    async def require_user(self, user_id: str) -> None:
+        if not await asyncio.to_thread(self._store.user_exists, user_id):
+            raise user_not_found(user_id)
+
+    async def user_events(self, user_id: str) -> list[Event]:
+        return await asyncio.to_thread(self._store.user_events, user_id)
+
+    async def user_ids(self) -> list[str]:
+        return await asyncio.to_thread(self._store.user_ids)
+
+    def summarize(self, events: Sequence[Event]) -> list[HistoryItem]:
+        return summarize_history(events, half_life_events=self._half_life_events)
+
+    def load_history(self, user_id: str) -> UserHistory:
+        """Blocking: the user's history on items that still exist."""
+        events = self._store.user_events(user_id)
+        items = self._store.get_items([event.item_id for event in events])
+        # Events of deleted items stay stored but no longer shape the tree.
+        kept = [event for event in events if event.item_id in items]
+        return UserHistory(self.summarize(kept), items, len(kept))

@@ -1,0 +1,68 @@
+"""The trained collaborative model on disk: one .npz file, replaced atomically, so a reader
+never sees half a model and a crash mid-save leaves the previous one."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from index.atomic import atomic_write
+from taxonomy.recommendation.collaborative_model import CollaborativeModel, Weighting
+
+MODEL_FILE = "collaborative.npz"
+
+
+def save_model(directory: Path, model: CollaborativeModel, event_count: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "event_count": event_count,
+        "window": model.window,
+        "decay": model.decay,
+        "profile_weight": model.profile_weight,
+        "profile_power": model.profile_power,
+        "profile_window": model.profile_window,
+        "symmetric": model.symmetric,
+        "rerank_weighting": (
+            dataclasses.asdict(model.rerank_weighting) if model.rerank_weighting else None
+        ),
+    }
+    arrays: dict[str, NDArray[np.generic]] = {
+        "item_ids": np.array(model.item_ids, dtype=np.str_),
+        "item_vectors": model.item_vectors,
+        "context_vectors": model.context_vectors,
+        "meta": np.array(json.dumps(meta)),
+    }
+    if model.transitions is not None:
+        arrays["transitions"] = model.transitions
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    atomic_write(directory / MODEL_FILE, buffer.getvalue())
+
+
+def load_model(directory: Path) -> tuple[CollaborativeModel, int] | None:
+    path = directory / MODEL_FILE
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        model = CollaborativeModel(
+            item_ids=tuple(str(item_id) for item_id in data["item_ids"]),
+            item_vectors=data["item_vectors"],
+            context_vectors=data["context_vectors"],
+            transitions=data.get("transitions"),
+            window=meta["window"],
+            decay=meta["decay"],
+            profile_weight=meta["profile_weight"],
+            profile_power=meta["profile_power"],
+            profile_window=meta["profile_window"],
+            symmetric=meta["symmetric"],
+            rerank_weighting=(
+                Weighting(**meta["rerank_weighting"]) if meta["rerank_weighting"] else None
+            ),
+        )
+    return model, int(meta["event_count"])

@@ -1,0 +1,266 @@
+"""The trees room: building, naming, validating and storing revisions of users' trees.
+
+A build makes the data tree, lets the model refine its text within checks, falls back to the
+data tree if the result breaks an invariant, maps its nodes onto the shared taxonomy, and
+stores the revision with its diff and build stats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import networkx as nx
+import numpy as np
+from numpy.typing import NDArray
+
+from index.versioned import VersionedIndex
+from taxonomy.errors import DomainError, FieldViolation, InvalidArgumentError, NotFoundError
+from taxonomy.events.history import HistoryItem
+from taxonomy.events.service import EventLog, UserHistory
+from taxonomy.models import BuildStats, InterestTree, Item, TreeDiff
+from taxonomy.ports import ChatModel, Embedder, Store
+from taxonomy.shared_taxonomy.service import SharedTaxonomy
+from taxonomy.trees.builder import BuilderConfig, build_data_tree
+from taxonomy.trees.diff import diff_trees
+from taxonomy.trees.graph import tree_from_graph
+from taxonomy.trees.invariants import invariant_violations
+from taxonomy.trees.naming import NamingMode, NamingStats, refine_tree
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    naming_mode: NamingMode = NamingMode.CHOOSE
+    llm_concurrency: int = 4
+    builder: BuilderConfig = field(default_factory=BuilderConfig)
+    batch_users_in_flight: int = 4
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    tree: InterestTree
+    naming: NamingStats
+
+
+BuildObserver = Callable[[BuildResult | None, float, str], None]
+"""Called after every build with its result (None on failure), seconds taken and outcome
+("ok", "cancelled", or the error reason)."""
+
+
+def tree_not_found(user_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"user {user_id!r} has no interest tree yet; build it first",
+        resource_type="interest_tree",
+        resource_name=f"users/{user_id}/interestTree",
+    )
+
+
+def _build_stats(stats: NamingStats, *, incremental: bool) -> BuildStats:
+    return BuildStats(
+        incremental=incremental,
+        model_requests=stats.requests,
+        prompt_tokens=stats.prompt_tokens,
+        completion_tokens=stats.completion_tokens,
+        retries=stats.retries,
+        failures=stats.failures,
+        rejected=sum(stats.rejected.values()),
+    )
+
+
+class TreeService:
+    def __init__(
+        self,
+        store: Store,
+        events: EventLog,
+        catalog_index: VersionedIndex,
+        taxonomy: SharedTaxonomy,
+        embedder: Embedder,
+        chat: ChatModel | None,
+        write_lock: asyncio.Lock,
+        config: TreeConfig,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._catalog_index = catalog_index
+        self._taxonomy = taxonomy
+        self._embedder = embedder
+        self._chat = chat
+        self._write_lock = write_lock
+        self._config = config
+        self._limiter = asyncio.Semaphore(config.llm_concurrency)
+        # Weak values: a user's lock lives only while a build holds or awaits it.
+        self._user_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self.observers: list[BuildObserver] = []
+
+    def _user_lock(self, user_id: str) -> asyncio.Lock:
+        lock = self._user_locks.get(user_id)
+        if lock is None:
+            lock = self._user_locks[user_id] = asyncio.Lock()
+        return lock
+
+    def _bare_item_vectors(
+        self, history: Sequence[HistoryItem], items: Mapping[str, Item]
+    ) -> dict[str, NDArray[np.float32]]:
+        """Text vectors of the history items that have neither categories nor tags."""
+        index = self._catalog_index.index
+        bare = [
+            entry.item_id
+            for entry in history
+            if not items[entry.item_id].categories
+            and not items[entry.item_id].tags
+            and entry.item_id in index
+        ]
+        if not bare:
+            return {}
+        return dict(zip(bare, index.get_vectors(bare), strict=True))
+
+    async def build_tree(self, user_id: str, *, incremental: bool = True) -> BuildResult:
+        """Builds and stores a new revision, telling every observer how it went. With
+        `incremental`, nodes whose group barely changed since the last revision keep their
+        model text and cost no model request."""
+        started = time.perf_counter()
+        outcome = "ok"
+        result: BuildResult | None = None
+        try:
+            result = await self._build(user_id, incremental=incremental)
+            return result
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except Exception as error:
+            outcome = error.reason if isinstance(error, DomainError) else type(error).__name__
+            raise
+        finally:
+            for observer in self.observers:
+                observer(result, time.perf_counter() - started, outcome)
+
+    async def _build(self, user_id: str, *, incremental: bool) -> BuildResult:
+        await self._events.require_user(user_id)
+        async with self._user_lock(user_id):
+            loaded = await asyncio.to_thread(self._events.load_history, user_id)
+            if not loaded.history:
+                raise InvalidArgumentError(
+                    f"user {user_id!r} has events only for items that were deleted",
+                    [FieldViolation("user", "no history item is in the catalog")],
+                    reason="EMPTY_HISTORY",
+                )
+            previous = await asyncio.to_thread(self._store.latest_tree, user_id)
+            vectors = await asyncio.to_thread(self._bare_item_vectors, loaded.history, loaded.items)
+            reuse = incremental and previous is not None and previous.model != ""
+            tree, stats = await self._named_tree(user_id, loaded, vectors, previous, reuse)
+            tree = tree.model_copy(update={"build_stats": _build_stats(stats, incremental=reuse)})
+            label_vectors = await self._embedder.embed([node.label for node in tree.nodes])
+            diff = diff_trees(previous, tree)
+            async with self._write_lock:
+                tree = await asyncio.to_thread(self._taxonomy.store_tree, tree, diff, label_vectors)
+            return BuildResult(tree=tree, naming=stats)
+
+    async def _named_tree(
+        self,
+        user_id: str,
+        loaded: UserHistory,
+        vectors: Mapping[str, NDArray[np.float32]],
+        previous: InterestTree | None,
+        reuse: bool,
+    ) -> tuple[InterestTree, NamingStats]:
+        """The data tree refined by the model; the plain data tree if the refined one breaks
+        an invariant (the property tests show the data tree never does)."""
+
+        def data_graph() -> nx.DiGraph:
+            return build_data_tree(
+                user_id, loaded.history, loaded.items, config=self._config.builder, vectors=vectors
+            )
+
+        def to_tree(graph: nx.DiGraph, model: str) -> InterestTree:
+            return tree_from_graph(
+                graph,
+                user_id=user_id,
+                revision=(previous.revision if previous else 0) + 1,
+                create_time=datetime.now(UTC),
+                event_count=loaded.event_count,
+                model=model,
+            )
+
+        graph = data_graph()
+        stats = NamingStats()
+        model = ""
+        if self._chat is not None and self._config.naming_mode is not NamingMode.OFF:
+            stats = await refine_tree(
+                graph,
+                loaded.items,
+                self._chat,
+                mode=self._config.naming_mode,
+                limiter=self._limiter,
+                previous={n.node_id: n for n in previous.nodes} if reuse and previous else None,
+            )
+            model = self._chat.model_name
+        tree = to_tree(graph, model)
+        problems = invariant_violations(tree, {entry.item_id for entry in loaded.history})
+        if problems:
+            logger.error("model-refined tree of %s is invalid: %s", user_id, problems)
+            stats.failures += 1
+            tree = to_tree(data_graph(), "")
+        return tree, stats
+
+    async def get_tree(self, user_id: str) -> InterestTree:
+        tree = await asyncio.to_thread(self._store.latest_tree, user_id)
+        if tree is None:
+            await self._events.require_user(user_id)
+            raise tree_not_found(user_id)
+        return tree
+
+    async def get_or_build_tree(self, user_id: str) -> InterestTree:
+        tree = await asyncio.to_thread(self._store.latest_tree, user_id)
+        if tree is not None:
+            return tree
+        return (await self.build_tree(user_id)).tree
+
+    async def list_revisions(
+        self, user_id: str, before_revision: int | None, limit: int
+    ) -> list[tuple[InterestTree, TreeDiff]]:
+        """Revisions older than `before_revision` (None: from the latest), newest first."""
+        revisions = await asyncio.to_thread(
+            self._store.tree_revisions,
+            user_id,
+            before_revision if before_revision is not None else 1 << 62,
+            limit,
+        )
+        if not revisions and before_revision is None:
+            await self.get_tree(user_id)  # raises the precise NOT_FOUND
+        return revisions
+
+    async def batch_build(
+        self, user_ids: Sequence[str]
+    ) -> AsyncIterator[tuple[str, BuildResult | DomainError]]:
+        """Builds many users' trees with several in flight, yielding each as it completes.
+
+        Node requests of all users in flight share the model limiter, so vLLM sees a steady
+        batch; a failure of one user is yielded, not raised.
+        """
+        queue: asyncio.Queue[tuple[str, BuildResult | DomainError]] = asyncio.Queue()
+        pending = iter(user_ids)
+
+        async def worker() -> None:
+            for user_id in pending:
+                try:
+                    await queue.put((user_id, await self.build_tree(user_id)))
+                except DomainError as error:
+                    await queue.put((user_id, error))
+
+        workers = [asyncio.create_task(worker()) for _ in range(self._config.batch_users_in_flight)]
+        try:
+            for _ in range(len(user_ids)):
+                yield await queue.get()
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
