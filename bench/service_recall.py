@@ -19,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.movielens_data import load_movielens
 from taxonomy.engine import EngineConfig
+from taxonomy.events.history import event_weight
 from taxonomy.models import Event
 from taxonomy.recommendation.collaborative_space import build_retrieval, train_collaborative
+from taxonomy.recommendation.levels import LevelTimeScales, level_item_weights
 from taxonomy.recommendation.training import CollaborativeConfig
 
 
@@ -50,7 +52,9 @@ def main() -> int:
     hits = 0
     hnsw_s = exact_s = 0.0
     for events in sequences:
-        weights = retrieval.item_weights(events)
+        weights = level_item_weights(
+            events, LevelTimeScales().deepest, event_weight, retrieval.space.has_vector
+        )
         query = sum(w * retrieval.space.query_vectors([i])[0] for i, w in weights.items())
         seen = {event.item_id for event in events}
         started = time.perf_counter()

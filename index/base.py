@@ -28,9 +28,14 @@ class VectorIndex(Protocol):
         ...
 
     def query(
-        self, vector: npt.ArrayLike, k: int, exclude: Collection[str] = ()
+        self,
+        vector: npt.ArrayLike,
+        k: int,
+        exclude: Collection[str] = (),
+        allow: Collection[str] | None = None,
     ) -> list[tuple[str, float]]:
-        """Up to k (id, similarity) pairs, best first, never returning an excluded id."""
+        """Up to k (id, similarity) pairs, best first, never returning an excluded id, and
+        with `allow` only allowed ids (exactly the best of them, however few are allowed)."""
         ...
 
     def exact_query(

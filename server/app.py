@@ -13,29 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from interesttree.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
-    catalog_pb2,
-    catalog_pb2_grpc,
-    interest_pb2,
-    interest_pb2_grpc,
-    recommendation_pb2,
-    recommendation_pb2_grpc,
-)
 
 from server.config import EMBEDDED_MODEL_NAME, Settings
+from server.convert import largest_request_bytes
+from server.health import ServiceHealth
 from server.http import HttpServer, create_http_app, start_http
 from server.interceptors import ServiceInterceptor
 from server.metrics import LlmBackend, ServiceMetrics
-from server.servicers import (
-    AdminServicer,
-    CatalogServicer,
-    InterestServicer,
-    RecommendationServicer,
-)
+from server.servicers import SERVICE_NAMES, add_services
 from taxonomy.embedder import (
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
@@ -52,13 +39,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("interest_tree")
 
-SERVICE_NAMES = (
-    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
-    interest_pb2.DESCRIPTOR.services_by_name["InterestService"].full_name,
-    recommendation_pb2.DESCRIPTOR.services_by_name["RecommendationService"].full_name,
-    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-)
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_SEND_BYTES = 64 * 1024 * 1024
+_MIB = 1024 * 1024
+
+
+def receive_limit(embedding_dim: int) -> int:
+    """The default receive limit: the largest legal request, rounded up to whole MiB."""
+    return -(-largest_request_bytes(embedding_dim) // _MIB) * _MIB
 
 
 def create_server(
@@ -67,39 +54,30 @@ def create_server(
     health_servicer: health.aio.HealthServicer,
     *,
     metrics: ServiceMetrics | None = None,
+    max_receive_bytes: int | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Builds a server with every service, health and reflection, bound to `address`."""
+    """Builds a server with every service, health and reflection, bound to `address`. A
+    request over `max_receive_bytes` (default: `receive_limit` of the engine's embedding
+    dimension) is refused with RESOURCE_EXHAUSTED before it is read into memory."""
     server = grpc.aio.server(
         interceptors=[
             ServiceInterceptor(on_rpc_done=metrics.observe_rpc if metrics is not None else None)
         ],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            (
+                "grpc.max_receive_message_length",
+                max_receive_bytes or receive_limit(engine.embedder.dim),
+            ),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
         ],
     )
-    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(engine), server)
-    interest_pb2_grpc.add_InterestServiceServicer_to_server(InterestServicer(engine), server)
-    recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server(
-        RecommendationServicer(engine), server
-    )
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)
+    add_services(server, engine)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(address)
     return server, port
-
-
-async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
-    status = (
-        health_pb2.HealthCheckResponse.SERVING
-        if serving
-        else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, status)
 
 
 @dataclass
@@ -110,6 +88,7 @@ class Runtime:
     engine: InterestEngine
     health: health.aio.HealthServicer
     chat: ChatModel | None
+    service_health: ServiceHealth
     supervisor: VllmSupervisor | None = None
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     llm_backend: LlmBackend | None = None
@@ -121,15 +100,8 @@ class Runtime:
         data_dir.mkdir(parents=True, exist_ok=True)
         embedder = await asyncio.to_thread(_make_embedder, settings)
         health_servicer = health.aio.HealthServicer()
-        await set_serving(health_servicer, False)
-        pending: set[asyncio.Task[None]] = set()
-
-        def on_model_state(ready: bool) -> None:
-            # Called on the loop by the supervisor; the set keeps the task referenced.
-            task = asyncio.get_running_loop().create_task(set_serving(health_servicer, ready))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-
+        service_health = ServiceHealth(health_servicer, SERVICE_NAMES)
+        await service_health.set_services(False)
         metrics = ServiceMetrics()
         chat: ChatModel | None = None
         supervisor: VllmSupervisor | None = None
@@ -150,7 +122,7 @@ class Runtime:
                 EMBEDDED_MODEL_NAME,
                 port=settings.embedded_llm_port or free_port(),
                 log_path=data_dir / "vllm.log",
-                on_state_change=on_model_state,
+                on_state_change=service_health.model_state_changed,
             )
             metrics.watch_supervisor(supervisor)
             chat = OpenAIChatModel(
@@ -173,10 +145,34 @@ class Runtime:
         )
         metrics.watch_engine(engine)
         await engine.start()
-        return cls(settings, engine, health_servicer, chat, supervisor, metrics, llm_backend)
+        if chat is not None:
+            await service_health.set_model(False)
+        return cls(
+            settings,
+            engine,
+            health_servicer,
+            chat,
+            service_health,
+            supervisor=supervisor,
+            metrics=metrics,
+            llm_backend=llm_backend,
+        )
+
+    async def start_server(self, address: str) -> tuple[grpc.aio.Server, int]:
+        """Creates and starts the gRPC server on `address`, as the settings say."""
+        server, port = create_server(
+            address,
+            self.engine,
+            self.health,
+            metrics=self.metrics,
+            max_receive_bytes=self.settings.max_receive_message_bytes,
+        )
+        await server.start()
+        return server, port
 
     async def start_background(self) -> None:
-        """Brings the model up (health turns SERVING once it answers) and saves indexes."""
+        """Brings the model up and keeps probing it (server/health.py says what health
+        reports), retrains event-derived models, and saves indexes."""
         self._tasks.append(asyncio.create_task(self._bring_up_model()))
         self._tasks.append(asyncio.create_task(self._save_periodically()))
         self._tasks.append(asyncio.create_task(self._refresh_periodically()))
@@ -185,27 +181,14 @@ class Runtime:
         if self.supervisor is not None:
             await self.supervisor.start()
             await self.supervisor.wait_ready(self.settings.embedded_llm_ready_timeout_s)
-        delay = 1.0
-        while self.chat is not None:
-            try:
-                await self.chat.complete_json(
-                    [{"role": "user", "content": "Say ok."}],
-                    schema_name="probe",
-                    schema={
-                        "type": "object",
-                        "properties": {"ok": {"type": "boolean"}},
-                        "required": ["ok"],
-                        "additionalProperties": False,
-                    },
-                    max_tokens=8,
-                )
-                break
-            except Exception as error:
-                logger.warning("language model not answering yet: %s", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        logger.info("model answers; serving")
-        await set_serving(self.health, True)
+        if self.chat is None:
+            await self.service_health.set_services(True)
+            return
+        await self.service_health.watch_model(
+            self.chat,
+            interval_s=self.settings.llm_probe_interval_s,
+            timeout_s=self.settings.llm_probe_timeout_s,
+        )
 
     async def _refresh_periodically(self) -> None:
         """Retrains event-derived models in the background once new events arrived."""
@@ -264,13 +247,7 @@ def _embedded_checkpoint(settings: Settings) -> Path:
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Runs until SIGINT or SIGTERM, then drains in-flight calls and saves everything."""
     runtime = await Runtime.create(settings)
-    server, port = create_server(
-        f"{settings.host}:{settings.port}",
-        runtime.engine,
-        runtime.health,
-        metrics=runtime.metrics,
-    )
-    await server.start()
+    server, port = await runtime.start_server(f"{settings.host}:{settings.port}")
     logger.info("listening on %s:%d", settings.host, port)
     print(f"interest-tree listening on {settings.host}:{port}", flush=True)
     http: HttpServer | None = None

@@ -7,9 +7,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taxonomy.engine import EngineConfig
 from taxonomy.trees.naming import NamingMode
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
+_ENGINE = EngineConfig()
+"""The engine's own defaults: each tunable the engine has is defaulted there, once."""
 
 
 class Settings(BaseSettings):
@@ -24,8 +27,11 @@ class Settings(BaseSettings):
     llm_model: str | None = None
     llm_api_key: str = "EMPTY"
     llm_timeout_s: float = 60.0
-    llm_concurrency: int = Field(default=4, ge=1, le=256)
-    naming_mode: NamingMode = NamingMode.CHOOSE
+    llm_concurrency: int = Field(default=_ENGINE.llm_concurrency, ge=1, le=256)
+    naming_mode: NamingMode = _ENGINE.naming_mode
+    llm_probe_interval_s: float = Field(default=30.0, gt=0)
+    """How often the model is probed once it answered; health service MODEL_SERVICE tells."""
+    llm_probe_timeout_s: float = Field(default=30.0, gt=0)
 
     embedded_llm: bool = True
     """Start a local vLLM server when llm_url is unset; false builds trees from data alone."""
@@ -38,13 +44,16 @@ class Settings(BaseSettings):
     embedding_model: str | None = None
     embedding_dim: int = 384
 
-    half_life_events: float = Field(default=50.0, gt=0)
-    level_weights: tuple[float, ...] = (0.15, 0.25, 0.3, 0.3)
-    hnsw_ef_search: int = Field(default=128, ge=10)
+    half_life_events: float = Field(default=_ENGINE.half_life_events, gt=0)
+    level_weights: tuple[float, ...] = _ENGINE.default_level_weights
+    hnsw_ef_search: int = Field(default=_ENGINE.hnsw_ef_search, ge=10)
     index_save_interval_s: float = Field(default=5.0, gt=0)
     model_refresh_interval_s: float = Field(default=600.0, gt=0)
     """How often new events trigger a background retrain of the collaborative vectors."""
     grace_period_s: float = 5.0
+    max_receive_message_bytes: int | None = Field(default=None, ge=1024, le=256 * 1024 * 1024)
+    """Largest request accepted; unset: the largest batch the caps allow, computed from them
+    and the embedding dimension (server.convert.largest_request_bytes, about 19 MiB)."""
 
     http_port: int | None = Field(default=None, ge=0, le=65535)
     """Port of the review page and /metrics (0 picks a free one); unset: no HTTP port."""

@@ -1,56 +1,61 @@
-"""The one place where protobuf messages become domain objects and back.
+"""Protobuf ↔ domain conversion, part 1 of 3: resource names, items, events, request knobs.
 
-Request validation lives here too: every problem of a request is collected into field
-violations (AIP-193 BadRequest) before anything is stored.
+The conversion family is this module, `server/convert_trees.py` (interest trees, revisions,
+taxonomy) and `server/convert_recommendations.py` (recommendations): the only code that turns
+protobuf messages into domain objects and back (domain errors become google.rpc statuses in
+server/errors.py, page tokens are server/pagination.py's). Request validation lives here too: every problem of a request is
+collected into field violations (AIP-193 BadRequest) before anything is stored, and a value a
+violation quotes back is cut to `ECHO_CHARS`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from interesttree.v1 import (
-    catalog_pb2,
-    interest_pb2,
-    recommendation_pb2,
-)
+from interesttree.v1 import catalog_pb2, interest_pb2
 from pydantic import ValidationError
 
-from taxonomy.errors import FieldViolation, InvalidArgumentError, ViolationCollector
+from taxonomy.errors import ViolationCollector
 from taxonomy.models import (
+    EVENT_TIME_MAX,
+    EVENT_TIME_MIN,
     ITEM_ID_PATTERN,
+    MAX_DESCRIPTION_CHARS,
+    MAX_PATH_ELEMENTS,
+    MAX_TAGS,
+    MAX_TERM_CHARS,
+    MAX_TITLE_CHARS,
     USER_ID_PATTERN,
     Event,
     EventType,
-    InterestNode,
-    InterestTree,
     Item,
-    TaxonomyNode,
-    TreeDiff,
 )
-from taxonomy.recommendation.retrieval import Recommendation
-from taxonomy.recommendation.service import LevelExplanation, RecommendResult
 
 MAX_ITEMS_PER_BATCH = 1000
 MAX_EVENTS_PER_BATCH = 10000
 MAX_REQUEST_ID_CHARS = 128
-DEFAULT_LIST_PAGE_SIZE = 100
-MAX_LIST_PAGE_SIZE = 1000
 DEFAULT_RECOMMEND_PAGE_SIZE = 10
 MAX_RECOMMEND_PAGE_SIZE = 100
-DEFAULT_REVISIONS_PAGE_SIZE = 20
-MAX_REVISIONS_PAGE_SIZE = 100
 MAX_BATCH_USERS = 100_000
+MAX_LEVEL_WEIGHT = 1e6
+ECHO_CHARS = 80
 
-_ITEM_NAME = re.compile(r"^items/(?P<id>[^/]+)$")
-_USER_NAME = re.compile(r"^users/(?P<id>[^/]+)$")
-_TREE_NAME = re.compile(r"^users/(?P<id>[^/]+)/interestTree$")
+# fullmatch everywhere: `$` would also accept a trailing newline ("users/a\n").
+_ITEM_NAME = re.compile(r"items/(?P<id>[^/]+)")
+_USER_NAME = re.compile(r"users/(?P<id>[^/]+)")
+_TREE_NAME = re.compile(r"users/(?P<id>[^/]+)/interestTree")
+_ID_RULE = "with an id of 1-128 letters, digits, '-', '_', '.', '~'"
+
+
+def echo(value: str) -> str:
+    """A caller's value quoted in an error message, cut so that no message grows with it."""
+    if len(value) <= ECHO_CHARS:
+        return repr(value)
+    return f"{value[:ECHO_CHARS]!r}… ({len(value)} characters)"
 
 
 def _parse(
@@ -61,15 +66,11 @@ def _parse(
     field: str,
     errors: ViolationCollector,
 ) -> str:
-    match = pattern.match(value)
+    match = pattern.fullmatch(value)
     if not value:
         errors.add(field, f"required; expected {form}")
-    elif match is None or id_pattern.match(match.group("id")) is None:
-        errors.add(
-            field,
-            f"{value[:80]!r} is not of the form {form}, "
-            "with an id of 1-128 letters, digits, '-', '_', '.', '~'",
-        )
+    elif match is None or id_pattern.fullmatch(match.group("id")) is None:
+        errors.add(field, f"{echo(value)} is not of the form {form}, {_ID_RULE}")
     else:
         return match.group("id")
     return ""
@@ -87,49 +88,98 @@ def user_id_from_tree_name(name: str, field: str, errors: ViolationCollector) ->
     return _parse(name, _TREE_NAME, USER_ID_PATTERN, "users/{user_id}/interestTree", field, errors)
 
 
-def require_user(name: str) -> str:
+_NAME_KINDS = {
+    "user": (user_id_from_name, "user"),
+    "item": (item_id_from_name, "name"),
+    "interest tree": (user_id_from_tree_name, "name"),
+}
+
+
+def _require(kind: str, name: str) -> str:
+    parse, field = _NAME_KINDS[kind]
     errors = ViolationCollector()
-    user_id = user_id_from_name(name, "user", errors)
-    errors.raise_if_any("invalid user name", reason="INVALID_RESOURCE_NAME")
-    return user_id
+    resource_id = parse(name, field, errors)
+    errors.raise_if_any(f"invalid {kind} name", reason="INVALID_RESOURCE_NAME")
+    return resource_id
+
+
+def require_user(name: str) -> str:
+    """The user id of `users/{user_id}` in a request's `user` field."""
+    return _require("user", name)
 
 
 def require_item(name: str) -> str:
-    errors = ViolationCollector()
-    item_id = item_id_from_name(name, "name", errors)
-    errors.raise_if_any("invalid item name", reason="INVALID_RESOURCE_NAME")
-    return item_id
+    """The item id of `items/{item_id}` in a request's `name` field."""
+    return _require("item", name)
 
 
 def require_tree(name: str) -> str:
-    errors = ViolationCollector()
-    user_id = user_id_from_tree_name(name, "name", errors)
-    errors.raise_if_any("invalid interest tree name", reason="INVALID_RESOURCE_NAME")
-    return user_id
+    """The user id of `users/{user_id}/interestTree` in a request's `name` field."""
+    return _require("interest tree", name)
 
 
-def _timestamp(value: datetime) -> Timestamp:
+def timestamp(value: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(value.astimezone(UTC))
     return stamp
 
 
-_ITEM_FIELD = {"item_id": "name"}
+def _event_time(stamp: Timestamp, field: str, errors: ViolationCollector) -> datetime | None:
+    """The time of a Timestamp the store can keep and read back; None (and a violation) for
+    nanos outside [0, 1e9), seconds outside protobuf's range, or a time out of the domain's
+    bounds. Checked here too, so that no malformed Timestamp reaches a conversion."""
+    rule = (
+        f"must be a valid timestamp from {EVENT_TIME_MIN.isoformat()} "
+        f"to {EVENT_TIME_MAX.isoformat()}"
+    )
+    if not 0 <= stamp.nanos < 1_000_000_000:
+        errors.add(field, f"{rule}; nanos {stamp.nanos} is out of range")
+        return None
+    try:
+        when = stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        errors.add(field, f"{rule}; seconds {stamp.seconds} is out of range")
+        return None
+    if not EVENT_TIME_MIN <= when <= EVENT_TIME_MAX:
+        errors.add(field, rule)
+        return None
+    return when
+
+
+def _add_validation_errors(
+    errors: ViolationCollector, prefix: str, error: ValidationError, fields: Mapping[str, str]
+) -> None:
+    """Pydantic's complaints as field violations on the request's own field names, worded
+    without Python's ("Value error, …")."""
+    for detail in error.errors():
+        name = str(detail["loc"][0]) if detail["loc"] else ""
+        location = ".".join([fields.get(name, name), *(str(p) for p in detail["loc"][1:])])
+        message = detail["msg"]
+        if detail["type"] in {"value_error", "assertion_error"} and "ctx" in detail:
+            message = str(detail["ctx"].get("error", message))
+        errors.add(f"{prefix}.{location}".rstrip("."), message)
+
+
+_ITEM_FIELDS = {"item_id": "name"}
+_EVENT_FIELDS = {"user_id": "user", "item_id": "item", "event_type": "type"}
+
+
+def _batch_size(errors: ViolationCollector, field: str, count: int, maximum: int) -> None:
+    if not 1 <= count <= maximum:
+        errors.add(field, f"must hold 1 to {maximum} {field}, got {count}")
+        errors.raise_if_any("invalid batch size", reason="INVALID_BATCH_SIZE")
 
 
 def items_from_request(request: catalog_pb2.UpsertItemsRequest) -> list[Item]:
     errors = ViolationCollector()
-    count = len(request.items)
-    if not 1 <= count <= MAX_ITEMS_PER_BATCH:
-        errors.add("items", f"must hold 1 to {MAX_ITEMS_PER_BATCH} items, got {count}")
-        errors.raise_if_any("invalid batch size", reason="INVALID_BATCH_SIZE")
+    _batch_size(errors, "items", len(request.items), MAX_ITEMS_PER_BATCH)
     items: list[Item] = []
     seen: set[str] = set()
     for position, message in enumerate(request.items):
         field = f"items[{position}]"
         item_id = item_id_from_name(message.name, f"{field}.name", errors)
-        if item_id in seen:
-            errors.add(f"{field}.name", f"{message.name!r} appears twice in the batch")
+        if item_id and item_id in seen:
+            errors.add(f"{field}.name", f"{echo(message.name)} appears twice in the batch")
         seen.add(item_id)
         if not item_id:
             continue
@@ -145,12 +195,7 @@ def items_from_request(request: catalog_pb2.UpsertItemsRequest) -> list[Item]:
                 )
             )
         except ValidationError as error:
-            for detail in error.errors():
-                name = str(detail["loc"][0]) if detail["loc"] else ""
-                location = ".".join(
-                    [_ITEM_FIELD.get(name, name), *(str(p) for p in detail["loc"][1:])]
-                )
-                errors.add(f"{field}.{location}", detail["msg"])
+            _add_validation_errors(errors, field, error, _ITEM_FIELDS)
     errors.raise_if_any("invalid items")
     return items
 
@@ -164,7 +209,7 @@ def item_to_proto(item: Item) -> catalog_pb2.Item:
         tags=item.tags,
     )
     if item.update_time is not None:
-        message.update_time.CopyFrom(_timestamp(item.update_time))
+        message.update_time.CopyFrom(timestamp(item.update_time))
     return message
 
 
@@ -177,126 +222,51 @@ def delete_ids_from_request(request: catalog_pb2.DeleteItemsRequest) -> list[str
     return ids
 
 
-def page_size(value: int, *, default: int, maximum: int, field: str = "page_size") -> int:
-    if value < 0:
-        raise InvalidArgumentError(
-            "page_size must not be negative",
-            [FieldViolation(field, f"got {value}; use 0 for the default ({default})")],
-        )
-    return default if value == 0 else min(value, maximum)
-
-
-def encode_page_token(after_item_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": after_item_id}).encode()).decode()
-
-
-def decode_page_token(token: str) -> str:
-    if not token:
-        return ""
+def _event(
+    message: interest_pb2.Event, field: str, known_types: set[int], errors: ViolationCollector
+) -> Event | None:
+    user_id = user_id_from_name(message.user, f"{field}.user", errors)
+    item_id = item_id_from_name(message.item, f"{field}.item", errors)
+    if int(message.type) not in known_types:
+        errors.add(f"{field}.type", f"unknown event type {int(message.type)}")
+        return None
+    if not message.HasField("event_time"):
+        errors.add(f"{field}.event_time", "required")
+        return None
+    event_time = _event_time(message.event_time, f"{field}.event_time", errors)
+    weight = message.weight if message.HasField("weight") else None
+    if weight is not None and not (math.isfinite(weight) and 0 < weight <= 1000):
+        errors.add(f"{field}.weight", "must be finite, greater than 0 and at most 1000")
+        return None
+    if not (user_id and item_id and event_time):
+        return None
     try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode()))
-        after = payload["after"]
-        if not isinstance(after, str):
-            raise TypeError("after")
-        return after
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
-        raise InvalidArgumentError(
-            "page_token is not a token this service issued",
-            [FieldViolation("page_token", "pass next_page_token from a previous response")],
-            reason="INVALID_PAGE_TOKEN",
-        ) from error
+        return Event(
+            user_id=user_id,
+            item_id=item_id,
+            event_type=EventType(int(message.type)),
+            event_time=event_time,
+            weight=weight,
+        )
+    except ValidationError as error:
+        _add_validation_errors(errors, field, error, _EVENT_FIELDS)
+        return None
 
 
 def events_from_request(
     request: interest_pb2.RecordEventsRequest,
 ) -> tuple[list[Event], str | None]:
     errors = ViolationCollector()
-    count = len(request.events)
-    if not 1 <= count <= MAX_EVENTS_PER_BATCH:
-        errors.add("events", f"must hold 1 to {MAX_EVENTS_PER_BATCH} events, got {count}")
-        errors.raise_if_any("invalid batch size", reason="INVALID_BATCH_SIZE")
+    _batch_size(errors, "events", len(request.events), MAX_EVENTS_PER_BATCH)
     if len(request.request_id) > MAX_REQUEST_ID_CHARS:
         errors.add("request_id", f"must be at most {MAX_REQUEST_ID_CHARS} characters")
     known_types = {int(t) for t in EventType}
-    events: list[Event] = []
-    for position, message in enumerate(request.events):
-        field = f"events[{position}]"
-        user_id = user_id_from_name(message.user, f"{field}.user", errors)
-        item_id = item_id_from_name(message.item, f"{field}.item", errors)
-        if int(message.type) not in known_types:
-            errors.add(f"{field}.type", f"unknown event type {int(message.type)}")
-            continue
-        if not message.HasField("event_time"):
-            errors.add(f"{field}.event_time", "required")
-            continue
-        weight = message.weight if message.HasField("weight") else None
-        if weight is not None and not (math.isfinite(weight) and 0 < weight <= 1000):
-            errors.add(f"{field}.weight", "must be finite, greater than 0 and at most 1000")
-            continue
-        if user_id and item_id:
-            events.append(
-                Event(
-                    user_id=user_id,
-                    item_id=item_id,
-                    event_type=EventType(int(message.type)),
-                    event_time=message.event_time.ToDatetime(tzinfo=UTC),
-                    weight=weight,
-                )
-            )
-    errors.raise_if_any("invalid events")
-    return events, request.request_id or None
-
-
-def node_to_proto(node: InterestNode) -> interest_pb2.InterestNode:
-    return interest_pb2.InterestNode(
-        id=node.node_id,
-        parent_id=node.parent_id or "",
-        level=node.level,
-        label=node.label,
-        explanation=node.explanation,
-        weight=node.weight,
-        evidence_items=[f"items/{item_id}" for item_id in node.evidence_items],
-        label_source=int(node.label_source),  # type: ignore[arg-type]
-        explanation_source=int(node.explanation_source),  # type: ignore[arg-type]
-        taxonomy_node=f"taxonomyNodes/{node.taxonomy_node}" if node.taxonomy_node else "",
-    )
-
-
-def tree_name(user_id: str) -> str:
-    return f"users/{user_id}/interestTree"
-
-
-def tree_to_proto(tree: InterestTree) -> interest_pb2.InterestTree:
-    return interest_pb2.InterestTree(
-        name=tree_name(tree.user_id),
-        revision=tree.revision,
-        nodes=[node_to_proto(node) for node in tree.nodes],
-        create_time=_timestamp(tree.create_time),
-        event_count=tree.event_count,
-        model=tree.model,
-        build_stats=interest_pb2.BuildStats(**tree.build_stats.model_dump()),
-    )
-
-
-def revisions_to_proto(
-    revisions: Sequence[tuple[InterestTree, TreeDiff]],
-) -> list[interest_pb2.InterestTreeRevision]:
-    return [
-        interest_pb2.InterestTreeRevision(
-            tree=tree_to_proto(tree),
-            diff=interest_pb2.TreeDiff(**diff.model_dump(), summary=diff.summary),
-        )
-        for tree, diff in revisions
+    events = [
+        _event(message, f"events[{position}]", known_types, errors)
+        for position, message in enumerate(request.events)
     ]
-
-
-def taxonomy_to_proto(node: TaxonomyNode) -> interest_pb2.TaxonomyNode:
-    return interest_pb2.TaxonomyNode(
-        name=f"taxonomyNodes/{node.taxonomy_id}",
-        label=node.label,
-        aliases=node.aliases,
-        node_count=node.node_count,
-    )
+    errors.raise_if_any("invalid events")
+    return [event for event in events if event is not None], request.request_id or None
 
 
 def users_from_batch_request(request: interest_pb2.BatchBuildInterestTreesRequest) -> list[str]:
@@ -312,77 +282,47 @@ def users_from_batch_request(request: interest_pb2.BatchBuildInterestTreesReques
     return list(dict.fromkeys(ids))
 
 
-def int_page_token(token: str, field: str = "page_token") -> int | None:
-    """Decodes a token that carries a non-negative integer position."""
-    if not token:
-        return None
-    value = decode_page_token(token)
-    if not value.isdigit():
-        raise InvalidArgumentError(
-            "page_token is not a token this service issued",
-            [FieldViolation(field, "pass next_page_token from a previous response")],
-            reason="INVALID_PAGE_TOKEN",
-        )
-    return int(value)
-
-
-def _level_summary(level: LevelExplanation) -> str:
-    top = ", ".join(f"{n.label} ({n.weight:.0%})" for n in level.nodes[:3])
-    return f"Level {level.level}: {len(level.nodes)} interest(s), led by {top}."
-
-
-def explanation_to_proto(
-    tree: InterestTree, levels: Sequence[LevelExplanation]
-) -> interest_pb2.ExplainInterestsResponse:
-    return interest_pb2.ExplainInterestsResponse(
-        tree=tree_name(tree.user_id),
-        revision=tree.revision,
-        levels=[
-            interest_pb2.LevelExplanation(
-                level=level.level,
-                level_weight=level.weight,
-                nodes=[node_to_proto(node) for node in level.nodes],
-                summary=_level_summary(level),
-            )
-            for level in levels
-        ],
-    )
-
-
 def level_weights_from_request(values: Sequence[float]) -> list[float] | None:
+    """Per-request level weights, each finite in [0, MAX_LEVEL_WEIGHT] with a positive sum, so
+    that neither their sum nor their products with unit vectors can overflow."""
     if not values:
         return None
     errors = ViolationCollector()
     for position, value in enumerate(values):
-        if not math.isfinite(value) or value < 0:
-            errors.add(f"level_weights[{position}]", "must be finite and non-negative")
-    if not errors.violations and sum(values) <= 0:
-        errors.add("level_weights", "must have a positive sum")
+        if not (math.isfinite(value) and 0 <= value <= MAX_LEVEL_WEIGHT):
+            errors.add(
+                f"level_weights[{position}]",
+                f"must be finite, non-negative and at most {MAX_LEVEL_WEIGHT:,.0f}",
+            )
+    total = math.fsum(values) if not errors.violations else 0.0
+    if not errors.violations and not (math.isfinite(total) and total > 0):
+        errors.add("level_weights", "must have a finite, positive sum")
     errors.raise_if_any("invalid level weights")
     return list(values)
 
 
-def _recommendation_to_proto(rec: Recommendation) -> recommendation_pb2.Recommendation:
-    return recommendation_pb2.Recommendation(
-        item=f"items/{rec.item_id}",
-        score=rec.score,
-        node_ids=[scored.node.node_id for scored in rec.nodes],
-        reason=rec.reason,
-        contributions=[
-            recommendation_pb2.NodeContribution(
-                node_id=scored.node.node_id,
-                level=scored.node.level,
-                label=scored.node.label,
-                contribution=scored.contribution,
-            )
-            for scored in rec.nodes
-        ],
+def largest_request_bytes(embedding_dim: int) -> int:
+    """Bytes of the largest request the batch caps allow, each text at its character cap in
+    one-byte characters and caller vectors of `embedding_dim` floats: the receive limit that
+    still admits every such batch (UpsertItems is the largest, BatchBuildInterestTrees next)."""
+    term = "x" * MAX_TERM_CHARS
+    item = catalog_pb2.Item(
+        name="items/" + "x" * 128,
+        title="x" * MAX_TITLE_CHARS,
+        description="x" * MAX_DESCRIPTION_CHARS,
+        categories=[term] * MAX_PATH_ELEMENTS,
+        tags=[term] * MAX_TAGS,
+        vector=[1.0] * embedding_dim,
     )
-
-
-def recommendations_to_proto(result: RecommendResult) -> recommendation_pb2.RecommendResponse:
-    return recommendation_pb2.RecommendResponse(
-        recommendations=[_recommendation_to_proto(rec) for rec in result.recommendations],
-        tree_revision=result.tree_revision,
-        level_weights=result.level_weights,
+    event = interest_pb2.Event(
+        user="users/" + "x" * 128, item="items/" + "x" * 128, type=interest_pb2.EVENT_TYPE_VIEW
+    )
+    event.event_time.FromDatetime(EVENT_TIME_MAX)
+    event.weight = 1000.0
+    # One element of a repeated message field: its tag, a length varint (at most 5 bytes), and
+    # the message itself.
+    return max(
+        MAX_ITEMS_PER_BATCH * (6 + item.ByteSize()),
+        MAX_EVENTS_PER_BATCH * (6 + event.ByteSize()) + 6 + MAX_REQUEST_ID_CHARS,
+        MAX_BATCH_USERS * (6 + len("users/") + 128),
     )

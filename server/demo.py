@@ -12,18 +12,13 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from interesttree.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
-    catalog_pb2,
-    catalog_pb2_grpc,
-    interest_pb2,
-    interest_pb2_grpc,
-    recommendation_pb2,
-    recommendation_pb2_grpc,
-)
+from interesttree.v1 import admin_pb2, catalog_pb2, interest_pb2, recommendation_pb2
+from interesttree.v1.admin_pb2_grpc import AdminServiceStub
+from interesttree.v1.catalog_pb2_grpc import CatalogServiceStub
+from interesttree.v1.interest_pb2_grpc import InterestServiceStub
+from interesttree.v1.recommendation_pb2_grpc import RecommendationServiceStub
 
-from server.app import Runtime, create_server
+from server.app import Runtime
 from server.config import Settings
 
 
@@ -83,17 +78,16 @@ async def run_demo(settings: Settings) -> int:
     started = time.perf_counter()
     print(f"Starting interest-tree (data under {settings.data_dir})…", flush=True)
     runtime = await Runtime.create(settings)
-    server, port = create_server(f"{settings.host}:{settings.port}", runtime.engine, runtime.health)
-    await server.start()
+    server, port = await runtime.start_server(f"{settings.host}:{settings.port}")
     await runtime.start_background()
     try:
         async with grpc.aio.insecure_channel(f"{settings.host}:{port}") as channel:
             await wait_serving(channel, settings.embedded_llm_ready_timeout_s)
             print(f"Server SERVING on port {port} after {time.perf_counter() - started:.0f} s.\n")
-            catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
-            interests = interest_pb2_grpc.InterestServiceStub(channel)
-            recommender = recommendation_pb2_grpc.RecommendationServiceStub(channel)
-            admin = admin_pb2_grpc.AdminServiceStub(channel)
+            catalog = CatalogServiceStub(channel)
+            interests = InterestServiceStub(channel)
+            recommender = RecommendationServiceStub(channel)
+            admin = AdminServiceStub(channel)
             items, events = sample_requests(datetime(2024, 1, 1, tzinfo=UTC))
             await catalog.UpsertItems(items, timeout=120)
             recorded = await interests.RecordEvents(events, timeout=30)

@@ -1,7 +1,8 @@
 """The service's HTTP port (off unless `--http-port` is set): the explainability review page,
 its read-only JSON API, and Prometheus `/metrics`.
 
-It runs on the gRPC server's event loop and reads the engine directly. Every route is a GET;
+It runs on the gRPC server's event loop and reads through the engine's rooms (never the store).
+Revisions show the diff stored with them (taxonomy/trees/diff.py). Every route is a GET;
 nothing here writes (a user without a tree is reported as such, never built). The page is
 static HTML, CSS and vanilla JS from server/review/ and loads nothing from elsewhere, which the
 Content-Security-Policy enforces in the browser.
@@ -20,12 +21,14 @@ from typing import Any
 
 from aiohttp import web
 
+from server.convert import echo, level_weights_from_request
 from server.interceptors import REQUEST_ID_HEADER, request_id_var
 from server.metrics import LlmBackend, ServiceMetrics, probe_llm
 from taxonomy.engine import InterestEngine
 from taxonomy.errors import DomainError, NotFoundError
-from taxonomy.models import USER_ID_PATTERN, InterestNode, InterestTree, Item, TextSource
-from taxonomy.recommendation.service import RecommendResult
+from taxonomy.models import USER_ID_PATTERN, InterestNode, InterestTree, Item, TextSource, TreeDiff
+from taxonomy.recommendation.service import RecommendQuery, RecommendResult
+from taxonomy.trees.diff import revision_summary
 
 logger = logging.getLogger("interest_tree.http")
 
@@ -33,8 +36,7 @@ REVIEW_DIR = Path(str(resources.files("server") / "review"))
 MAX_REVISIONS = 20
 MAX_RECOMMENDATIONS = 10
 MAX_USER_SUGGESTIONS = 50
-# A node whose weight moved less than this between revisions is not reported as changed.
-WEIGHT_CHANGE = 0.05
+MAX_LEVELS = 16
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -54,8 +56,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def _request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id (from X-Request-Id or new) in every log line and echoed back, one access log
-    line per request, and the security headers on every response."""
+    line per request, the security headers on every response, and JSON errors."""
     request_id = request.headers.get(REQUEST_ID_HEADER, "")[:128] or uuid.uuid4().hex
+    # Still percent-encoded, so that "%0a" cannot start a forged log line.
+    path = request.rel_url.raw_path
     token = request_id_var.set(request_id)
     started = time.perf_counter()
     try:
@@ -63,16 +67,22 @@ async def _request_context(request: web.Request, handler: Handler) -> web.Stream
             response = await handler(request)
         except web.HTTPException as error:
             response = web.json_response({"error": error.reason}, status=error.status)
+        except Exception:
+            # As on the gRPC port: a generic answer naming the request id, the traceback logged.
+            logger.exception("unhandled error in %s %s", request.method, path)
+            response = web.json_response(
+                {"error": f"internal error; logged under request id {request_id}"}, status=500
+            )
         response.headers.update(SECURITY_HEADERS)
         response.headers[REQUEST_ID_HEADER] = request_id
         logger.info(
             "http %s %s status=%d",
             request.method,
-            request.path,
+            path,
             response.status,
             extra={
                 "http_method": request.method,
-                "http_path": request.path,
+                "http_path": path,
                 "http_status": response.status,
                 "duration_ms": (time.perf_counter() - started) * 1000,
             },
@@ -147,14 +157,29 @@ async def _users(request: web.Request) -> web.StreamResponse:
 async def _review(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     user_id = request.match_info["user_id"]
-    if not USER_ID_PATTERN.match(user_id):
-        return web.json_response({"error": f"{user_id!r} is not a valid user id"}, status=400)
+    if not USER_ID_PATTERN.fullmatch(user_id):
+        return web.json_response({"error": f"{echo(user_id)} is not a valid user id"}, status=400)
     try:
         await engine.events.require_user(user_id)
     except NotFoundError:
         return web.json_response({"error": f"no user {user_id!r}"}, status=404)
-    payload = await user_review(engine, user_id)
+    try:
+        weights = _level_weights(request.query.get("level_weights", ""))
+    except DomainError as error:
+        return web.json_response({"error": error.message}, status=400)
+    payload = await user_review(engine, user_id, weights)
     return web.json_response(payload, headers={"Cache-Control": "no-store"})
+
+
+def _level_weights(text: str) -> list[float] | None:
+    """`?level_weights=0.2,0.8`: the reviewer's level weights, checked as the API checks them."""
+    if not text:
+        return None
+    try:
+        values = [float(part) for part in text.split(",")[:MAX_LEVELS]]
+    except ValueError:
+        values = [-1.0]
+    return level_weights_from_request(values)
 
 
 # Review payload --------------------------------------------------------------------------
@@ -185,74 +210,84 @@ def _node(node: InterestNode, items: dict[str, Item]) -> dict[str, Any]:
     }
 
 
+def _brief(node: InterestNode) -> dict[str, Any]:
+    return {"id": node.node_id, "label": node.label, "level": node.level}
+
+
 def revision_changes(
-    previous: InterestTree, current: InterestTree, items: dict[str, Item]
+    diff: TreeDiff, previous: InterestTree, current: InterestTree, items: dict[str, Item]
 ) -> dict[str, Any]:
-    """What changed from `previous` to `current`, in terms a reviewer reads: labels and item
-    titles rather than ids."""
+    """The stored diff of `current` (taxonomy/trees/diff.py), in terms a reviewer reads: labels
+    and item titles rather than ids, looked up in the two revisions it compares."""
     before = {node.node_id: node for node in previous.nodes}
     after = {node.node_id: node for node in current.nodes}
-    common = [node_id for node_id in after if node_id in before]
 
-    def brief(node: InterestNode) -> dict[str, Any]:
-        return {"id": node.node_id, "label": node.label, "level": node.level}
+    def common(node_ids: Sequence[str]) -> list[str]:
+        return [n for n in node_ids if n in before and n in after]
 
-    evidence_changed = []
-    for node_id in common:
-        old, new = before[node_id].evidence_items, after[node_id].evidence_items
-        gained = [item for item in new if item not in old]
-        lost = [item for item in old if item not in new]
-        if gained or lost:
-            evidence_changed.append(
-                {
-                    **brief(after[node_id]),
-                    "gained": _titled(gained, items),
-                    "lost": _titled(lost, items),
-                }
-            )
-    changes: dict[str, Any] = {
-        "added": [brief(after[n]) for n in after if n not in before],
-        "removed": [brief(before[n]) for n in before if n not in after],
+    return {
+        "added": [_brief(after[n]) for n in diff.added_node_ids if n in after],
+        "removed": [_brief(before[n]) for n in diff.removed_node_ids if n in before],
         "relabeled": [
-            {**brief(after[n]), "before": before[n].label}
-            for n in common
-            if before[n].label != after[n].label
+            {**_brief(after[n]), "before": before[n].label} for n in common(diff.relabeled_node_ids)
         ],
         "reweighted": [
-            {**brief(after[n]), "before": before[n].weight, "after": after[n].weight}
-            for n in common
-            if abs(before[n].weight - after[n].weight) >= WEIGHT_CHANGE
+            {**_brief(after[n]), "before": before[n].weight, "after": after[n].weight}
+            for n in common(diff.reweighted_node_ids)
         ],
-        "evidence_changed": evidence_changed,
+        "evidence_changed": [
+            {
+                **_brief(after[n]),
+                "gained": _titled(diff.evidence_gained.get(n, []), items),
+                "lost": _titled(diff.evidence_lost.get(n, []), items),
+            }
+            for n in common(diff.changed_evidence_node_ids)
+        ],
+        "summary": revision_summary(current.revision, diff),
     }
-    counts = [
-        (len(changes["added"]), "added"),
-        (len(changes["removed"]), "removed"),
-        (len(changes["relabeled"]), "relabeled"),
-        (len(changes["reweighted"]), "reweighted"),
-        (len(evidence_changed), "with new evidence"),
-    ]
-    changes["summary"] = (
-        ", ".join(f"{count} {what}" for count, what in counts if count) or "no change"
-    )
-    return changes
 
 
-async def user_review(engine: InterestEngine, user_id: str) -> dict[str, Any]:
-    """Everything the review page shows for one user, in one JSON object."""
+def _history(
+    revisions: Sequence[tuple[InterestTree, TreeDiff]], items: dict[str, Item]
+) -> list[dict[str, Any]]:
+    """The shown revisions, newest first; `revisions` holds one more where there is one, so
+    that the oldest shown can be compared with its predecessor."""
+    history = []
+    for index, (revision, diff) in enumerate(revisions[:MAX_REVISIONS]):
+        previous = revisions[index + 1][0] if index + 1 < len(revisions) else None
+        history.append(
+            {
+                "revision": revision.revision,
+                "create_time": revision.create_time.isoformat(),
+                "event_count": revision.event_count,
+                "model": revision.model,
+                "node_count": len(revision.nodes),
+                "summary": revision_summary(revision.revision, diff),
+                "changes": (
+                    revision_changes(diff, previous, revision, items) if previous else None
+                ),
+                "build_stats": revision.build_stats.model_dump(),
+            }
+        )
+    return history
+
+
+async def user_review(
+    engine: InterestEngine, user_id: str, level_weights: list[float] | None = None
+) -> dict[str, Any]:
+    """Everything the review page shows for one user, in one JSON object; `level_weights`
+    (None: the defaults) shape the recommendations shown."""
     # One more than shown, so that the oldest shown revision can be diffed too.
     try:
-        revisions = [
-            tree for tree, _ in await engine.trees.list_revisions(user_id, None, MAX_REVISIONS + 1)
-        ]
+        revisions = await engine.trees.list_revisions(user_id, None, MAX_REVISIONS + 1)
     except NotFoundError:
         revisions = []
     if not revisions:
         return {"user": f"users/{user_id}", "tree": None}
-    tree = revisions[0]
+    tree = revisions[0][0]
     try:
         result = await engine.recommender.recommend(
-            user_id, page_size=MAX_RECOMMENDATIONS, level_weights=None, include_seen=False
+            RecommendQuery(user_id, MAX_RECOMMENDATIONS, level_weights=level_weights)
         )
         recommendations_error = ""
     except DomainError as error:
@@ -260,26 +295,12 @@ async def user_review(engine: InterestEngine, user_id: str) -> dict[str, Any]:
         # draws on was deleted).
         result = RecommendResult([], tree.revision, [])
         recommendations_error = error.message
-    wanted = {item for revision in revisions for n in revision.nodes for item in n.evidence_items}
+    wanted = {
+        item for revision, _ in revisions for n in revision.nodes for item in n.evidence_items
+    }
     wanted.update(rec.item_id for rec in result.recommendations)
     items = await engine.catalog.get_items(sorted(wanted))
-    level_weights = engine.recommender.level_weights(tree.depth, None)
-    shown = revisions[:MAX_REVISIONS]
-    history = []
-    for index, revision in enumerate(shown):
-        previous = revisions[index + 1] if index + 1 < len(revisions) else None
-        entry: dict[str, Any] = {
-            "revision": revision.revision,
-            "create_time": revision.create_time.isoformat(),
-            "event_count": revision.event_count,
-            "model": revision.model,
-            "node_count": len(revision.nodes),
-            "changes": revision_changes(previous, revision, items) if previous else None,
-        }
-        stats = getattr(revision, "build_stats", None)
-        if stats is not None:
-            entry["build_stats"] = stats.model_dump()
-        history.append(entry)
+    applied = result.level_weights or engine.recommender.level_weights(tree.depth, None)
     return {
         "user": f"users/{user_id}",
         "tree": {
@@ -292,7 +313,7 @@ async def user_review(engine: InterestEngine, user_id: str) -> dict[str, Any]:
         "levels": [
             {
                 "level": level,
-                "level_weight": level_weights[level - 1],
+                "level_weight": applied[level - 1],
                 "nodes": [
                     {"id": n.node_id, "label": n.label, "weight": n.weight}
                     for n in sorted(tree.level_nodes(level), key=lambda n: -n.weight)
@@ -320,6 +341,6 @@ async def user_review(engine: InterestEngine, user_id: str) -> dict[str, Any]:
         ],
         "recommendation_tree_revision": result.tree_revision,
         "recommendations_error": recommendations_error,
-        "revisions": history,
+        "revisions": _history(revisions, items),
         "more_revisions": len(revisions) > MAX_REVISIONS,
     }

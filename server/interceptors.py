@@ -1,4 +1,13 @@
-"""Server interceptors: request ids in logs, and domain errors turned into rich statuses."""
+"""Server interceptor: request ids in logs, and every failure turned into a rich status.
+
+Unary and server-streaming handlers share one implementation, `_CallScope`: it sets the
+request id, sends it back, measures the call, and maps what the handler raised to a status:
+- a DomainError to its code with google.rpc details (server/errors.py);
+- anything else to INTERNAL with a generic message naming the request id, the traceback going
+  to the log under that id (never UNKNOWN, never an exception's class or text);
+- a request body that is not the method's message to INVALID_ARGUMENT (grpc.aio would answer
+  UNKNOWN): the request deserializer is wrapped to hand the handler a marker instead.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +17,22 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
 from typing import Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from server.errors import status_for
-from taxonomy.errors import DomainError
+from server.errors import coded_status, internal_status, status_for
+from taxonomy.errors import DomainError, InvalidArgumentError
 
 logger = logging.getLogger("interest_tree.rpc")
 
 REQUEST_ID_HEADER = "x-request-id"
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+RpcDone = Callable[[str, grpc.StatusCode, float], None]
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class RequestIdFilter(logging.Filter):
@@ -36,13 +50,140 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
     return uuid.uuid4().hex
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps unary handlers of our services; health and reflection pass through untouched."""
+class _Undecodable:
+    """What the wrapped deserializer returns for bytes that are not the method's message."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(
+    deserializer: Callable[[bytes], Any] | None,
+) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _aborted_code(context: Context) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    # grpc.aio reports the raw integer of the status code here.
+    return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+
+
+class _CallScope:
+    """One RPC, as `async with _CallScope(...)` around the handler's work."""
 
     def __init__(
+        self, method: str, request_id: str, context: Context, on_done: RpcDone | None
+    ) -> None:
+        self._method = method
+        self._request_id = request_id
+        self._context = context
+        self._on_done = on_done
+        self._code = grpc.StatusCode.OK
+        self._started = 0.0
+        self._token: contextvars.Token[str] | None = None
+
+    async def __aenter__(self) -> None:
+        self._token = request_id_var.set(self._request_id)
+        self._started = time.perf_counter()
+        try:
+            await self._context.send_initial_metadata(((REQUEST_ID_HEADER, self._request_id),))
+        except BaseException:
+            self._code = grpc.StatusCode.CANCELLED  # the call is gone before it began
+            self._finish()
+            raise
+
+    async def __aexit__(
         self,
-        package_prefix: str = "/interesttree.",
-        on_rpc_done: Callable[[str, grpc.StatusCode, float], None] | None = None,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        try:
+            if error is not None:
+                await self._fail(error)
+        finally:
+            self._finish()
+        return False
+
+    async def _fail(self, error: BaseException) -> None:
+        """Aborts with the status `error` maps to; returns to let `error` itself propagate."""
+        if isinstance(error, grpc.aio.AbortError):
+            # The handler aborted with its own status; it is already on the context.
+            self._code = _aborted_code(self._context)
+            return
+        if isinstance(error, asyncio.CancelledError | GeneratorExit):
+            self._code = grpc.StatusCode.CANCELLED
+            return
+        if not isinstance(error, Exception):
+            self._code = grpc.StatusCode.INTERNAL
+            return
+        preset = _aborted_code(self._context) if self._context.code() is not None else None
+        if isinstance(error, DomainError):
+            status = status_for(error, self._request_id)
+        elif preset is not None and preset not in (grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN):
+            # The handler set its status, then raised (generated stubs do so for UNIMPLEMENTED).
+            text = self._context.details() or preset.name.lower()
+            if isinstance(text, bytes):
+                text = text.decode(errors="replace")
+            status = coded_status(preset, text, self._request_id)
+        else:
+            logger.error(
+                "unhandled error in %s (request id %s)",
+                self._method,
+                self._request_id,
+                exc_info=error,
+            )
+            status = internal_status(self._request_id)
+        self._code = status.code
+        await self._context.abort(status.code, status.details, status.trailing_metadata)
+
+    def _finish(self) -> None:
+        seconds = time.perf_counter() - self._started
+        logger.info(
+            "rpc %s code=%s ms=%.1f",
+            self._method,
+            self._code.name,
+            seconds * 1000,
+            # Separate fields for JSON logs (`--log-format json`); text logs show the message.
+            extra={
+                "rpc_method": self._method,
+                "grpc_code": self._code.name,
+                "duration_ms": seconds * 1000,
+            },
+        )
+        if self._on_done is not None:
+            self._on_done(self._method, self._code, seconds)
+        if self._token is not None:
+            request_id_var.reset(self._token)
+
+
+def _decoded(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgumentError(
+            "the request body is not a valid message of this method",
+            reason="MALFORMED_REQUEST",
+        )
+    return request
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps unary and server-streaming handlers of our services; health and reflection pass
+    through untouched."""
+
+    def __init__(
+        self, package_prefix: str = "/interesttree.", on_rpc_done: RpcDone | None = None
     ) -> None:
         self._prefix = package_prefix
         # Told (method, code, seconds) after every call, e.g. to feed latency histograms.
@@ -60,105 +201,36 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not method.startswith(self._prefix):
             return handler
         request_id = _request_id(handler_call_details)
+
+        def scope(context: Context) -> _CallScope:
+            return _CallScope(method, request_id, context, self._on_rpc_done)
+
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_stream is not None:
-            return self._wrap_unary_stream(handler, method, request_id)
+            # The typeshed stubs describe sync handlers; on a grpc.aio server this is an async
+            # generator function.
+            stream = cast(Callable[[Any, Context], AsyncIterator[Any]], handler.unary_stream)
+
+            async def stream_wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
+                async with scope(context):
+                    async for response in stream(_decoded(request), context):
+                        yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream_wrapper,
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
         if handler.unary_unary is None:
             return handler
-        inner = handler.unary_unary
+        unary = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
 
-        async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            token = request_id_var.set(request_id)
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-                return await inner(request, context)  # type: ignore[arg-type]
-            except DomainError as error:
-                status = status_for(error)
-                code = status.code
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            except grpc.aio.AbortError:
-                # The handler aborted with its own status; it is already on the context.
-                code = _aborted_code(context)
-                raise
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                logger.exception("unhandled error in %s", method)
-                raise
-            finally:
-                self._done(method, code, started)
-                request_id_var.reset(token)
+        async def unary_wrapper(request: Any, context: Context) -> Any:
+            async with scope(context):
+                return await unary(_decoded(request), context)
 
         return grpc.unary_unary_rpc_method_handler(
-            wrapper,
-            request_deserializer=handler.request_deserializer,
+            unary_wrapper,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
-
-    def _wrap_unary_stream(
-        self, handler: grpc.RpcMethodHandler[Any, Any], method: str, request_id: str
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        # The typeshed stubs describe sync handlers; on a grpc.aio server this is an async
-        # generator function.
-        inner = cast(
-            Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]],
-            handler.unary_stream,
-        )
-
-        async def wrapper(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            token = request_id_var.set(request_id)
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-                async for response in inner(request, context):
-                    yield response
-            except DomainError as error:
-                status = status_for(error)
-                code = status.code
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            except grpc.aio.AbortError:
-                code = _aborted_code(context)
-                raise
-            except (asyncio.CancelledError, GeneratorExit):
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                logger.exception("unhandled error in %s", method)
-                raise
-            finally:
-                self._done(method, code, started)
-                request_id_var.reset(token)
-
-        return grpc.unary_stream_rpc_method_handler(
-            wrapper,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    def _done(self, method: str, code: grpc.StatusCode, started: float) -> None:
-        seconds = time.perf_counter() - started
-        logger.info(
-            "rpc %s code=%s ms=%.1f",
-            method,
-            code.name,
-            seconds * 1000,
-            # Separate fields for JSON logs (`--log-format json`); text logs show the message.
-            extra={"rpc_method": method, "grpc_code": code.name, "duration_ms": seconds * 1000},
-        )
-        if self._on_rpc_done is not None:
-            self._on_rpc_done(method, code, seconds)
-
-
-def _aborted_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code
-    # grpc.aio reports the raw integer of the status code here.
-    return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)

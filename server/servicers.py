@@ -1,12 +1,15 @@
-"""Thin gRPC servicers: convert the request, call the engine, convert the result."""
+"""Thin gRPC servicers: convert the request, call the engine's room, convert the result.
+
+Failures are the interceptor's business (server/interceptors.py): a servicer raises, and the
+caller gets the mapped status.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from interesttree.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -18,10 +21,20 @@ from interesttree.v1 import (
     recommendation_pb2_grpc,
 )
 
-from server import convert
+from server import convert, convert_recommendations, convert_trees, pagination
 from server.errors import status_for
 from taxonomy.engine import InterestEngine
 from taxonomy.errors import DomainError
+from taxonomy.models import InterestTree, Item, TaxonomyNode, TreeDiff
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE_NAMES = (
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    interest_pb2.DESCRIPTOR.services_by_name["InterestService"].full_name,
+    recommendation_pb2.DESCRIPTOR.services_by_name["RecommendationService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
 
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
@@ -29,35 +42,36 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self._engine = engine
 
     async def UpsertItems(
-        self, request: catalog_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: catalog_pb2.UpsertItemsRequest, context: Context
     ) -> catalog_pb2.UpsertItemsResponse:
         stored = await self._engine.catalog.upsert_items(convert.items_from_request(request))
         return catalog_pb2.UpsertItemsResponse(items=[convert.item_to_proto(i) for i in stored])
 
     async def GetItem(
-        self, request: catalog_pb2.GetItemRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: catalog_pb2.GetItemRequest, context: Context
     ) -> catalog_pb2.GetItemResponse:
         item = await self._engine.catalog.get_item(convert.require_item(request.name))
         return catalog_pb2.GetItemResponse(item=convert.item_to_proto(item))
 
     async def ListItems(
-        self, request: catalog_pb2.ListItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: catalog_pb2.ListItemsRequest, context: Context
     ) -> catalog_pb2.ListItemsResponse:
-        limit = convert.page_size(
-            request.page_size,
-            default=convert.DEFAULT_LIST_PAGE_SIZE,
-            maximum=convert.MAX_LIST_PAGE_SIZE,
+        async def fetch(after: str | None, limit: int) -> list[Item]:
+            return await self._engine.catalog.list_items(after or "", limit)
+
+        def next_key(_: str | None, shown: Sequence[Item]) -> str:
+            return shown[-1].item_id
+
+        page = await pagination.fetch_page(
+            pagination.ITEMS, request.page_size, request.page_token, fetch, next_key
         )
-        after = convert.decode_page_token(request.page_token)
-        # One extra row tells whether another page exists without a COUNT query.
-        items = await self._engine.catalog.list_items(after, limit + 1)
-        token = convert.encode_page_token(items[limit - 1].item_id) if len(items) > limit else ""
         return catalog_pb2.ListItemsResponse(
-            items=[convert.item_to_proto(i) for i in items[:limit]], next_page_token=token
+            items=[convert.item_to_proto(i) for i in page.rows],
+            next_page_token=page.next_page_token,
         )
 
     async def DeleteItems(
-        self, request: catalog_pb2.DeleteItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: catalog_pb2.DeleteItemsRequest, context: Context
     ) -> catalog_pb2.DeleteItemsResponse:
         deleted = await self._engine.catalog.delete_items(
             convert.delete_ids_from_request(request), allow_missing=request.allow_missing
@@ -70,65 +84,54 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
         self._engine = engine
 
     async def RecordEvents(
-        self, request: interest_pb2.RecordEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: interest_pb2.RecordEventsRequest, context: Context
     ) -> interest_pb2.RecordEventsResponse:
         events, request_id = convert.events_from_request(request)
         recorded = await self._engine.events.record_events(events, request_id)
         return interest_pb2.RecordEventsResponse(recorded_count=recorded)
 
     async def BuildInterestTree(
-        self,
-        request: interest_pb2.BuildInterestTreeRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: interest_pb2.BuildInterestTreeRequest, context: Context
     ) -> interest_pb2.BuildInterestTreeResponse:
         result = await self._engine.trees.build_tree(convert.require_user(request.user))
-        return interest_pb2.BuildInterestTreeResponse(tree=convert.tree_to_proto(result.tree))
+        return interest_pb2.BuildInterestTreeResponse(tree=convert_trees.tree_to_proto(result.tree))
 
     async def GetInterestTree(
-        self,
-        request: interest_pb2.GetInterestTreeRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: interest_pb2.GetInterestTreeRequest, context: Context
     ) -> interest_pb2.GetInterestTreeResponse:
         tree = await self._engine.trees.get_tree(convert.require_tree(request.name))
-        return interest_pb2.GetInterestTreeResponse(tree=convert.tree_to_proto(tree))
+        return interest_pb2.GetInterestTreeResponse(tree=convert_trees.tree_to_proto(tree))
 
     async def ExplainInterests(
-        self,
-        request: interest_pb2.ExplainInterestsRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: interest_pb2.ExplainInterestsRequest, context: Context
     ) -> interest_pb2.ExplainInterestsResponse:
         user_id = convert.require_user(request.user)
         tree = await self._engine.trees.get_or_build_tree(user_id)
-        return convert.explanation_to_proto(tree, self._engine.recommender.explain_levels(tree))
+        levels = self._engine.recommender.explain_levels(tree)
+        return convert_trees.explanation_to_proto(tree, levels)
 
     async def ListInterestTreeRevisions(
-        self,
-        request: interest_pb2.ListInterestTreeRevisionsRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: interest_pb2.ListInterestTreeRevisionsRequest, context: Context
     ) -> interest_pb2.ListInterestTreeRevisionsResponse:
         user_id = convert.require_tree(request.name)
-        limit = convert.page_size(
-            request.page_size,
-            default=convert.DEFAULT_REVISIONS_PAGE_SIZE,
-            maximum=convert.MAX_REVISIONS_PAGE_SIZE,
-        )
-        before = convert.int_page_token(request.page_token)
-        revisions = await self._engine.trees.list_revisions(user_id, before, limit + 1)
-        token = (
-            convert.encode_page_token(str(revisions[limit - 1][0].revision))
-            if len(revisions) > limit
-            else ""
+
+        async def fetch(before: int | None, limit: int) -> list[tuple[InterestTree, TreeDiff]]:
+            return await self._engine.trees.list_revisions(user_id, before, limit)
+
+        def next_key(_: int | None, shown: Sequence[tuple[InterestTree, TreeDiff]]) -> int:
+            return shown[-1][0].revision
+
+        page = await pagination.fetch_page(
+            pagination.REVISIONS, request.page_size, request.page_token, fetch, next_key
         )
         return interest_pb2.ListInterestTreeRevisionsResponse(
-            revisions=convert.revisions_to_proto(revisions[:limit]), next_page_token=token
+            revisions=convert_trees.revisions_to_proto(page.rows),
+            next_page_token=page.next_page_token,
         )
 
     async def BatchBuildInterestTrees(
-        self,
-        request: interest_pb2.BatchBuildInterestTreesRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: interest_pb2.BatchBuildInterestTreesRequest, context: Context
     ) -> AsyncIterator[interest_pb2.BatchBuildInterestTreesResponse]:
-        # A DomainError raised here becomes a rich status in the ServiceInterceptor.
         users = convert.users_from_batch_request(request)
         if request.all_users:
             users = await self._engine.events.user_ids()
@@ -140,27 +143,26 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
             )
             if isinstance(result, DomainError):
                 status = status_for(result)
-                response.error = f"{status.code.name} {result.reason}: {result.message}"
+                response.error = f"{status.code.name} {result.reason}: {status.details}"
             else:
-                response.tree.CopyFrom(convert.tree_to_proto(result.tree))
+                response.tree.CopyFrom(convert_trees.tree_to_proto(result.tree))
             yield response
 
     async def ListTaxonomyNodes(
-        self,
-        request: interest_pb2.ListTaxonomyNodesRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: interest_pb2.ListTaxonomyNodesRequest, context: Context
     ) -> interest_pb2.ListTaxonomyNodesResponse:
-        limit = convert.page_size(
-            request.page_size,
-            default=convert.DEFAULT_LIST_PAGE_SIZE,
-            maximum=convert.MAX_LIST_PAGE_SIZE,
+        async def fetch(offset: int | None, limit: int) -> list[TaxonomyNode]:
+            return await self._engine.taxonomy.list_nodes(offset or 0, limit)
+
+        def next_key(offset: int | None, shown: Sequence[TaxonomyNode]) -> int:
+            return (offset or 0) + len(shown)
+
+        page = await pagination.fetch_page(
+            pagination.TAXONOMY, request.page_size, request.page_token, fetch, next_key
         )
-        offset = convert.int_page_token(request.page_token) or 0
-        nodes = await self._engine.taxonomy.list_nodes(offset, limit + 1)
-        token = convert.encode_page_token(str(offset + limit)) if len(nodes) > limit else ""
         return interest_pb2.ListTaxonomyNodesResponse(
-            taxonomy_nodes=[convert.taxonomy_to_proto(n) for n in nodes[:limit]],
-            next_page_token=token,
+            taxonomy_nodes=[convert_trees.taxonomy_to_proto(n) for n in page.rows],
+            next_page_token=page.next_page_token,
         )
 
 
@@ -169,23 +171,18 @@ class RecommendationServicer(recommendation_pb2_grpc.RecommendationServiceServic
         self._engine = engine
 
     async def Recommend(
-        self,
-        request: recommendation_pb2.RecommendRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: recommendation_pb2.RecommendRequest, context: Context
     ) -> recommendation_pb2.RecommendResponse:
-        user_id = convert.require_user(request.user)
-        size = convert.page_size(
-            request.page_size,
-            default=convert.DEFAULT_RECOMMEND_PAGE_SIZE,
-            maximum=convert.MAX_RECOMMEND_PAGE_SIZE,
-        )
-        result = await self._engine.recommender.recommend(
-            user_id,
-            page_size=size,
-            level_weights=convert.level_weights_from_request(request.level_weights),
-            include_seen=request.include_seen,
-        )
-        return convert.recommendations_to_proto(result)
+        query = convert_recommendations.recommend_query(request)
+        result = await self._engine.recommender.recommend(query)
+        return convert_recommendations.recommendations_to_proto(result)
+
+    async def RecommendByInterest(
+        self, request: recommendation_pb2.RecommendByInterestRequest, context: Context
+    ) -> recommendation_pb2.RecommendByInterestResponse:
+        query = convert_recommendations.slates_query(request)
+        result = await self._engine.recommender.recommend_by_interest(query)
+        return convert_recommendations.slates_to_proto(result)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -193,11 +190,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._engine = engine
 
     async def RefreshModels(
-        self, request: admin_pb2.RefreshModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: admin_pb2.RefreshModelsRequest, context: Context
     ) -> admin_pb2.RefreshModelsResponse:
-        result = await self._engine.refresher.refresh_models()
-        finished = Timestamp()
-        finished.FromDatetime(result.refresh_time)
-        return admin_pb2.RefreshModelsResponse(
-            event_count=result.event_count, item_count=result.item_count, refresh_time=finished
-        )
+        return convert_trees.refresh_to_proto(await self._engine.refresher.refresh_models())
+
+
+def add_services(server: grpc.aio.Server, engine: InterestEngine) -> None:
+    """Adds the four interesttree.v1 services (SERVICE_NAMES) to `server`."""
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(engine), server)
+    interest_pb2_grpc.add_InterestServiceServicer_to_server(InterestServicer(engine), server)
+    recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server(
+        RecommendationServicer(engine), server
+    )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)

@@ -38,9 +38,12 @@ class EngineConfig:
     """Every tunable of the engine, with its default (the server's settings start from these)."""
 
     half_life_events: float = 50.0
-    default_level_weights: tuple[float, ...] = (0.15, 0.25, 0.3, 0.3)
+    default_level_weights: tuple[float, ...] = (0.2, 0.8, 0.8, 0.8)
     naming_mode: NamingMode = NamingMode.CHOOSE
     llm_concurrency: int = 4
+    naming_budget_s: float | None = 30.0
+    """Time all model requests of one tree may take together (None: no limit); well inside
+    BuildInterestTree's 120 s deadline. Nodes still waiting when it runs out keep data text."""
     builder: BuilderConfig = field(default_factory=BuilderConfig)
     hnsw_ef_search: int = 128
     taxonomy_threshold: float = 0.8
@@ -92,11 +95,13 @@ class InterestEngine:
             TreeConfig(
                 naming_mode=cfg.naming_mode,
                 llm_concurrency=cfg.llm_concurrency,
+                naming_budget_s=cfg.naming_budget_s,
                 builder=cfg.builder,
                 batch_users_in_flight=cfg.batch_users_in_flight,
             ),
         )
         self.recommender = Recommender(
+            store,
             self.events,
             self.trees,
             items,

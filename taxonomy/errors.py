@@ -46,6 +46,18 @@ class NotFoundError(DomainError):
         self.resource_name = resource_name
 
 
+class InternalError(DomainError):
+    """A failure that is no fault of the request (a bug, a broken dependency); the server
+    renders it as INTERNAL. Used where one unit of a batch fails and the batch goes on."""
+
+    reason = "INTERNAL"
+
+
+class ModelOutputError(Exception):
+    """The chat model answered, but not with something usable (a malformed reply, output that
+    fails its schema); worth another attempt. Not a DomainError: callers fall back to data."""
+
+
 @dataclass
 class ViolationCollector:
     """Collects every problem of a request so the caller sees them all at once (AIP-193)."""

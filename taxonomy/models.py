@@ -5,8 +5,11 @@ from __future__ import annotations
 import enum
 import math
 import re
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ITEM_ID_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
@@ -17,6 +20,11 @@ MAX_DESCRIPTION_CHARS = 8192
 MAX_PATH_ELEMENTS = 8
 MAX_TAGS = 64
 MAX_TERM_CHARS = 128
+
+EVENT_TIME_MIN = datetime(1, 1, 1, tzinfo=UTC)
+EVENT_TIME_MAX = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+"""Event times are UTC instants in [EVENT_TIME_MIN, EVENT_TIME_MAX] (a proto Timestamp's range
+at microsecond precision); the store keeps them as whole microseconds, so each round-trips."""
 
 
 class Strict(BaseModel):
@@ -42,6 +50,30 @@ class TextSource(enum.IntEnum):
     MODEL = 2
 
 
+def unit_vector(values: Sequence[float]) -> NDArray[np.float32]:
+    """The direction of a caller vector as the catalog stores and indexes it.
+
+    The values are taken as float32 (the proto's type): each must be finite there (|v| below
+    about 3.4e38), and at least one must be non-zero there (1e-50 becomes 0). The vector is
+    then normalised in float64, scaled by its largest magnitude first, so no intermediate
+    overflows or underflows: [1e20]*n, [3.4e38]*n and [1e-30]*n all have a direction, although
+    their float32 norms would be inf, inf and 0. ValueError when there is no direction.
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        narrow = np.asarray(values, dtype=np.float64).astype(np.float32)
+    if narrow.ndim != 1 or not np.isfinite(narrow).all():
+        raise ValueError("must be finite float32 values (magnitudes below 3.4e38)")
+    wide = narrow.astype(np.float64)
+    peak = float(np.abs(wide).max()) if wide.size else 0.0
+    if peak == 0:
+        raise ValueError("must have a non-zero value (values below 1e-45 are 0 in float32)")
+    scaled = wide / peak
+    unit = (scaled / np.linalg.norm(scaled)).astype(np.float32)
+    if not (np.isfinite(unit).all() and abs(float(np.linalg.norm(unit)) - 1.0) < 1e-3):
+        raise ValueError("has no direction that float32 can hold")  # pragma: no cover
+    return unit
+
+
 def _clean_terms(values: list[str]) -> list[str]:
     cleaned = [" ".join(value.split()) for value in values]
     if any(not value for value in cleaned):
@@ -62,10 +94,10 @@ class Item(Strict):
     @field_validator("vector")
     @classmethod
     def _vector(cls, values: list[float] | None) -> list[float] | None:
-        if values is not None and (
-            not all(math.isfinite(v) for v in values) or not any(v != 0 for v in values)
-        ):
-            raise ValueError("must be finite and not all zero")
+        if values is not None:
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError("must be finite")
+            unit_vector(values)
         return values
 
     @field_validator("categories", "tags")
@@ -93,7 +125,20 @@ class Event(Strict):
     item_id: str = Field(pattern=ITEM_ID_PATTERN.pattern)
     event_type: EventType = EventType.UNSPECIFIED
     event_time: datetime
+    """Always UTC once validated; a naive datetime is taken as UTC."""
     weight: float | None = Field(default=None, gt=0, le=1000)
+
+    @field_validator("event_time")
+    @classmethod
+    def _event_time(cls, value: datetime) -> datetime:
+        if value.utcoffset() is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as error:
+            raise ValueError(
+                f"must lie between {EVENT_TIME_MIN.isoformat()} and {EVENT_TIME_MAX.isoformat()}"
+            ) from error
 
 
 class InterestNode(Strict):
@@ -126,10 +171,20 @@ class BuildStats(Strict):
 
 
 class TreeDiff(Strict):
+    """What changed from one revision of a tree to the next (taxonomy/trees/diff.py makes it;
+    the store keeps it). Fields after the first four came later: stored rows without them read
+    as empty."""
+
     added_node_ids: list[str] = Field(default_factory=list)
     removed_node_ids: list[str] = Field(default_factory=list)
     relabeled_node_ids: list[str] = Field(default_factory=list)
     changed_evidence_node_ids: list[str] = Field(default_factory=list)
+    reweighted_node_ids: list[str] = Field(default_factory=list)
+    """Nodes whose weight moved by at least taxonomy.trees.diff.WEIGHT_CHANGE."""
+    evidence_gained: dict[str, list[str]] = Field(default_factory=dict)
+    """Per node of changed_evidence_node_ids: item ids new in its evidence, in evidence order."""
+    evidence_lost: dict[str, list[str]] = Field(default_factory=dict)
+    """Per node of changed_evidence_node_ids: item ids gone from its evidence."""
 
     @property
     def summary(self) -> str:
@@ -137,6 +192,7 @@ class TreeDiff(Strict):
             (len(self.added_node_ids), "added"),
             (len(self.removed_node_ids), "removed"),
             (len(self.relabeled_node_ids), "relabeled"),
+            (len(self.reweighted_node_ids), "reweighted"),
             (len(self.changed_evidence_node_ids), "with new evidence"),
         ]
         return ", ".join(f"{count} {what}" for count, what in parts if count) or "no change"

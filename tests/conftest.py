@@ -18,7 +18,7 @@ from interesttree.v1 import (
 
 from server.app import Runtime, create_server
 from server.config import Settings
-from taxonomy.naming import NamingMode
+from taxonomy.trees.naming import NamingMode
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -3,7 +3,8 @@
 - The blocking client against `interest-tree serve` started here as its own process (JSON
   logs on), as a recommender backend would use it; the README's example runs the same way.
 - The asyncio client against the in-process server.
-- Retries and deadlines of both clients against a gRPC server that fails on purpose.
+- Retries and deadlines of both clients against a gRPC server that fails on purpose, and that
+  the retries are gRPC's own, from the service config the clients give their channels.
 - The TypeScript SDK's own tests (`npm test` in clients/typescript) are run by `make sdk-ts`.
 """
 
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,13 +30,16 @@ from typing import Any
 import grpc
 import pytest
 from interesttree import (
+    DEFAULT_DEADLINES_S,
     AsyncInterestTreeClient,
     InterestTreeClient,
     InvalidArgumentError,
     NotFoundError,
     RetryPolicy,
     UnavailableError,
+    channel_options,
     item_name,
+    service_config,
     user_name,
 )
 from interesttree.v1 import catalog_pb2, catalog_pb2_grpc, interest_pb2, interest_pb2_grpc
@@ -287,6 +291,8 @@ class Flaky:
     delay_s: float = 0.0
     get_item_deadlines: list[float] = field(default_factory=list)
     get_item_request_ids: list[str] = field(default_factory=list)
+    # The header gRPC's own retries add: "1" on the first retry, and so on.
+    get_item_previous_attempts: list[str] = field(default_factory=list)
     list_items: int = 0
     builds: int = 0
     deletes: int = 0
@@ -306,6 +312,8 @@ class FlakyCatalog(catalog_pb2_grpc.CatalogServiceServicer):
             self.state.get_item_deadlines.append(remaining if remaining is not None else -1)
             metadata = dict(context.invocation_metadata())
             self.state.get_item_request_ids.append(str(metadata.get("x-request-id", "")))
+            previous = str(metadata.get("grpc-previous-rpc-attempts", ""))
+            self.state.get_item_previous_attempts.append(previous)
             if request.name == "items/invalid":
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad name")
             if self.state.fail_get_item > 0:
@@ -453,6 +461,128 @@ def test_retry_gives_up_when_the_pause_would_pass_the_deadline() -> None:
     assert all(p is None or p < 0.5 for p in pauses)
     assert policy.pause(grpc.StatusCode.INTERNAL, 1, time.monotonic() + 60) is None
     assert policy.pause(grpc.StatusCode.RESOURCE_EXHAUSTED, 1, time.monotonic() + 60) is not None
+
+
+# gRPC's own retries, from the service config ---------------------------------------------
+
+
+def test_blocking_client_retries_are_grpcs(flaky_server: tuple[str, Flaky]) -> None:
+    target, state = flaky_server
+    with InterestTreeClient(target, retry=FAST_RETRY) as client:
+        state.fail_get_item = 2
+        assert client.get_item("items/x").title == "Found"
+    # Only gRPC's retries send this header: the client's own code makes one attempt.
+    assert state.get_item_previous_attempts == ["", "1", "2"]
+    assert len(set(state.get_item_request_ids)) == 1
+
+
+@dataclass
+class Attempt:
+    previous_attempts: str
+    time_remaining: float
+    request_id: str
+
+
+@pytest.fixture
+async def aio_flaky_server() -> AsyncIterator[tuple[str, dict[str, list[Attempt]]]]:
+    """A grpc.aio server: GetInterestTree fails twice with UNAVAILABLE, BuildInterestTree
+    always does, and ExplainInterests always does after sending response headers first."""
+    seen: dict[str, list[Attempt]] = {}
+
+    def failing(method: str, failures: int, *, headers: bool = False) -> Any:
+        async def handle(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            metadata = {key: str(value) for key, value in context.invocation_metadata() or ()}
+            attempts = seen.setdefault(method, [])
+            attempts.append(
+                Attempt(
+                    metadata.get("grpc-previous-rpc-attempts", ""),
+                    context.time_remaining() or -1.0,
+                    metadata.get("x-request-id", ""),
+                )
+            )
+            if headers:
+                await context.send_initial_metadata((("x-request-id", "echoed"),))
+            if len(attempts) <= failures:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+            return b""  # an empty response message
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    handlers = {
+        "GetInterestTree": failing("GetInterestTree", 2),
+        "BuildInterestTree": failing("BuildInterestTree", 100),
+        "ExplainInterests": failing("ExplainInterests", 100, headers=True),
+    }
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("interesttree.v1.InterestService", handlers),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}", seen
+    await server.stop(None)
+
+
+async def test_grpc_retries_the_idempotent_calls_named_in_the_service_config(
+    aio_flaky_server: tuple[str, dict[str, list[Attempt]]],
+) -> None:
+    target, seen = aio_flaky_server
+    async with AsyncInterestTreeClient(target, retry=FAST_RETRY) as client:
+        await client.get_interest_tree("users/a")
+        attempts = seen["GetInterestTree"]
+        assert [a.previous_attempts for a in attempts] == ["", "1", "2"]
+        assert len({a.request_id for a in attempts}) == 1 and attempts[0].request_id
+        # GetInterestTree's documented 5 s deadline is sent (gRPC's timeout header may round
+        # it up a little).
+        assert all(4.0 < a.time_remaining < 5.1 for a in attempts), attempts
+
+        with pytest.raises(UnavailableError) as not_retried:
+            await client.build_interest_tree("users/a")
+        assert not_retried.value.attempts == 1
+        [build] = seen["BuildInterestTree"]
+        assert build.previous_attempts == ""
+        # Its documented 120 s, rounded up a little like the 5 s above.
+        assert 115.0 < build.time_remaining < 121.5
+
+        # Response headers commit a call to its attempt: gRPC retries it no more.
+        with pytest.raises(UnavailableError) as committed:
+            await client.explain_interests("users/a")
+        assert committed.value.attempts == 1
+        assert len(seen["ExplainInterests"]) == 1
+
+
+def test_the_service_config_retries_the_idempotent_rpcs_only() -> None:
+    options = dict(channel_options(FAST_RETRY, [("grpc.max_receive_message_length", 1 << 20)]))
+    assert options["grpc.enable_retries"] == 1
+    assert options["grpc.max_receive_message_length"] == 1 << 20
+    [config] = json.loads(str(options["grpc.service_config"]))["methodConfig"]
+    never = {"BuildInterestTree", "BatchBuildInterestTrees"}
+    # DeleteItems is retried by the client, and only with allow_missing.
+    assert {name["method"] for name in config["name"]} == set(DEFAULT_DEADLINES_S) - {
+        "DeleteItems",
+        *never,
+    }
+    assert config["retryPolicy"] == {
+        "maxAttempts": 4,
+        "initialBackoff": "0.01s",
+        "maxBackoff": "0.04s",
+        "backoffMultiplier": 2.0,
+        "retryableStatusCodes": ["RESOURCE_EXHAUSTED", "UNAVAILABLE"],
+    }
+    assert service_config(RetryPolicy(max_attempts=1)) == {}
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetryPolicy(max_attempts=6)  # gRPC would cut it to 5
+
+
+def test_the_default_deadlines_are_the_ones_the_protos_document() -> None:
+    documented: dict[str, float] = {}
+    for proto in (REPO / "proto" / "interesttree" / "v1").glob("*.proto"):
+        text = proto.read_text()
+        for found in re.finditer(r"((?:\s*//.*\n)+)\s*rpc (\w+)\(", text):
+            deadline = re.search(r"Default deadline: ([\d,]+) s", found.group(1))
+            assert deadline, f"{found.group(2)} documents no default deadline"
+            documented[found.group(2)] = float(deadline.group(1).replace(",", ""))
+    assert {rpc: documented.get(rpc) for rpc in DEFAULT_DEADLINES_S} == DEFAULT_DEADLINES_S
 
 
 # Packaging -------------------------------------------------------------------------------

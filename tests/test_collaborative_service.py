@@ -14,6 +14,7 @@ from taxonomy.engine import EngineConfig, InterestEngine
 from taxonomy.models import Event, Item
 from taxonomy.ports import Embedder
 from taxonomy.recommendation.rerank import RerankConfig
+from taxonomy.recommendation.service import RecommendQuery
 from taxonomy.recommendation.training import CollaborativeConfig, CooccurrenceConfig
 from taxonomy.recommendation.transitions import TransitionConfig
 from taxonomy.storage.sqlite import SqliteStore
@@ -99,9 +100,7 @@ async def test_service_learns_sequences_and_attributes_exactly(tmp_path: Path) -
         for k in range(3)
     ]
     await engine.events.record_events(probe, None)
-    result = await engine.recommender.recommend(
-        "probe", page_size=3, level_weights=None, include_seen=False
-    )
+    result = await engine.recommender.recommend(RecommendQuery("probe", 3))
     top = [rec.item_id for rec in result.recommendations]
     assert top[0] == "folk-3", top
     assert all(item.startswith("folk-") for item in top[:2])
@@ -114,9 +113,7 @@ async def test_service_learns_sequences_and_attributes_exactly(tmp_path: Path) -
 
     # The trained model is on disk: a restarted engine serves the same ranking.
     again = await make_engine(tmp_path, embedder)
-    second = await again.recommender.recommend(
-        "probe", page_size=3, level_weights=None, include_seen=False
-    )
+    second = await again.recommender.recommend(RecommendQuery("probe", 3))
     assert [rec.item_id for rec in second.recommendations] == top
     await again.close()
 
@@ -128,9 +125,7 @@ async def test_too_few_events_keep_the_text_space(tmp_path: Path) -> None:
         [Event(user_id="solo", item_id="jazz-1", event_time=START)], None
     )
     assert not await engine.refresher.refresh_if_stale()
-    result = await engine.recommender.recommend(
-        "solo", page_size=5, level_weights=None, include_seen=False
-    )
+    result = await engine.recommender.recommend(RecommendQuery("solo", 5))
     assert len(result.recommendations) == 5
     await engine.close()
 

@@ -22,11 +22,10 @@ from taxonomy.events.history import summarize_history
 from taxonomy.models import Event, Item, TextSource
 from taxonomy.ports import Completion
 from taxonomy.trees.builder import build_data_tree
+from taxonomy.trees.checks import explanation_problem, label_problem
 from taxonomy.trees.graph import ROOT, node_data
 from taxonomy.trees.naming import (
     NamingMode,
-    explanation_problem,
-    label_problem,
     refine_tree,
 )
 

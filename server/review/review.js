@@ -199,6 +199,10 @@ function changeList(title, entries, describe) {
   return el("div", { className: "change" }, el("h4", {}, title), list);
 }
 
+function sentence(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 function titles(items) {
   return items.map((item) => item.title).join("; ");
 }
@@ -222,13 +226,9 @@ function drawRevisions(review) {
       const body = el("div", { className: "changes" });
       const changes = revision.changes;
       if (!changes) {
-        body.append(
-          el(
-            "p",
-            { className: "summary" },
-            revision.revision === 1 ? "First revision." : "Earlier revisions are not shown.",
-          ),
-        );
+        // The first revision, or one whose predecessor is not at hand: the server's summary
+        // (the API's wording too) is all there is to say.
+        body.append(el("p", { className: "summary" }, `${sentence(revision.summary)}.`));
       } else {
         body.append(el("p", { className: "summary" }, `Changes: ${changes.summary}.`));
         for (const part of [

@@ -1,22 +1,28 @@
 """The catalog room: items, their text (or caller-supplied) vectors, and the item index.
 
 Every write goes to the store first, then to the index under the engine's write lock, so the
-index never holds a vector the store does not.
+index never holds a vector the store does not. An upsert is all or nothing: every vector is
+normalised and put through the index's own checks before anything is written, so the index
+step cannot refuse what the store committed (and should it fail anyway, the index is rebuilt
+from the store, the source of truth).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from index.versioned import VersionedIndex
-from taxonomy.errors import FieldViolation, InvalidArgumentError, NotFoundError
-from taxonomy.models import Item
+from taxonomy.errors import FieldViolation, InternalError, InvalidArgumentError, NotFoundError
+from taxonomy.models import Item, unit_vector
 from taxonomy.ports import CATALOG_VERSION_KEY, Embedder, Store, vectors_version_key
 from taxonomy.recommendation.spaces import TEXT_SPACE
+
+logger = logging.getLogger(__name__)
 
 ItemsForgotten = Callable[[Sequence[str]], None]
 
@@ -49,12 +55,12 @@ class Catalog:
         )
 
     def open(self) -> None:
-        self.index.load_or_rebuild(
-            self.index_version(), lambda: self._store.item_vectors(TEXT_SPACE)
-        )
+        self.index.load_or_rebuild(self.index_version(), self._stored_vectors)
 
     async def _vectors(self, items: Sequence[Item]) -> dict[str, NDArray[np.float32]]:
-        """One unit vector per item: the caller's where given, else the text embedding."""
+        """One unit vector per item, the caller's where given (normalised as
+        `taxonomy.models.unit_vector` does), else the text embedding; each one checked as the
+        index checks it, so the index will accept them all."""
         dim = self._embedder.dim
         wrong = [
             FieldViolation(f"items[{i}].vector", f"has {len(item.vector)} values, expected {dim}")
@@ -64,25 +70,51 @@ class Catalog:
         if wrong:
             raise InvalidArgumentError("caller vectors have the wrong dimension", wrong)
         to_embed = [item for item in items if item.vector is None]
-        embedded = await self._embedder.embed([item.embedding_text() for item in to_embed])
-        vectors = dict(zip([item.item_id for item in to_embed], embedded, strict=True))
-        for item in items:
-            if item.vector is not None:
-                supplied = np.asarray(item.vector, dtype=np.float32)
-                vectors[item.item_id] = supplied / np.linalg.norm(supplied)
-        return {item.item_id: vectors[item.item_id] for item in items}
+        vectors: dict[str, NDArray[np.float32]] = {}
+        if to_embed:
+            embedded = await self._embedder.embed([item.embedding_text() for item in to_embed])
+            vectors.update(zip([item.item_id for item in to_embed], embedded, strict=True))
+        try:
+            for item in items:
+                if item.vector is not None:
+                    vectors[item.item_id] = unit_vector(item.vector)
+        except ValueError as error:  # only for an Item built without validation
+            raise InvalidArgumentError(f"an item vector has no direction: {error}") from error
+        by_id = {item.item_id: vectors[item.item_id] for item in items}
+        good = dict(zip(by_id, self.index.check(np.stack(list(by_id.values()))), strict=True))
+        unusable = [i for i, item in enumerate(items) if not good[item.item_id]]
+        if unusable:
+            raise InternalError(
+                f"the embedder returned an unusable vector for items[{unusable[0]}] "
+                f"({len(unusable)} in all); nothing was stored"
+            )
+        return by_id
 
     async def upsert_items(self, items: Sequence[Item]) -> list[Item]:
+        if not items:
+            return []
         by_id = await self._vectors(items)
+        ids = list(by_id)
+        matrix = np.stack(list(by_id.values()))
 
         def write() -> list[Item]:
             stored = self._store.upsert_items(items, by_id, TEXT_SPACE)
-            self.index.index.upsert(list(by_id), np.stack(list(by_id.values())))
+            try:
+                self.index.index.upsert(ids, matrix)
+            except Exception:
+                # The store has committed, and it is the source of truth: bring the cache back
+                # in line with it rather than fail a write that is durable.
+                logger.exception("item index refused checked vectors; rebuilding it from the store")
+                self.index.rebuild(self.index_version(), self._stored_vectors)
+                return stored
             self.index.dirty = True
             return stored
 
         async with self._write_lock:
             return await asyncio.to_thread(write)
+
+    def _stored_vectors(self) -> tuple[list[str], NDArray[np.float32]]:
+        return self._store.item_vectors(TEXT_SPACE)
 
     async def get_item(self, item_id: str) -> Item:
         found = await asyncio.to_thread(self._store.get_items, [item_id])

@@ -18,6 +18,13 @@ DEFAULT_EVENT_TYPE_WEIGHTS: Mapping[EventType, float] = {
 }
 
 
+def event_weight(
+    event: Event, type_weights: Mapping[EventType, float] = DEFAULT_EVENT_TYPE_WEIGHTS
+) -> float:
+    """How much one event counts: its own weight, else its type's."""
+    return event.weight if event.weight is not None else type_weights[event.event_type]
+
+
 @dataclass(frozen=True)
 class HistoryItem:
     item_id: str
@@ -48,7 +55,7 @@ def summarize_history(
     last_position: dict[str, int] = {}
     for position, (_, event) in enumerate(ordered):
         age = total - 1 - position
-        base = event.weight if event.weight is not None else type_weights[event.event_type]
+        base = event_weight(event, type_weights)
         decayed = base * 0.5 ** (age / half_life_events)
         strength[event.item_id] = strength.get(event.item_id, 0.0) + decayed
         count[event.item_id] = count.get(event.item_id, 0) + 1

@@ -14,20 +14,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index import HnswIndex
-from taxonomy.events.history import DEFAULT_EVENT_TYPE_WEIGHTS
+from taxonomy.events.history import event_weight
 from taxonomy.models import Event
 from taxonomy.recommendation.collaborative_model import CollaborativeModel
-from taxonomy.recommendation.rerank import RerankConfig, rerank
+from taxonomy.recommendation.rerank import RerankConfig, transition_block
+from taxonomy.recommendation.scoring import Reranker
 from taxonomy.recommendation.spaces import VectorSpace
 from taxonomy.recommendation.training import CollaborativeConfig, train_collaborative_model
 
 COLLABORATIVE_SPACE = "collaborative"
-
-
-def _event_weight(event: Event) -> float:
-    return (
-        event.weight if event.weight is not None else DEFAULT_EVENT_TYPE_WEIGHTS[event.event_type]
-    )
 
 
 @dataclass(frozen=True)
@@ -37,34 +32,24 @@ class CollaborativeRetrieval:
     event_count: int
     """How many recorded events the model was trained on."""
 
-    def item_weights(self, events: Sequence[Event]) -> dict[str, float]:
-        """The model's query weighting of a time-ordered history, per item id."""
-        rows = self.model.weights_for(
-            [event.item_id for event in events], [_event_weight(event) for event in events]
-        )
-        return {self.model.item_ids[row]: weight for row, weight in rows.items()}
-
     def reranker(
-        self, events: Sequence[Event], config: RerankConfig
-    ) -> Callable[[list[tuple[str, float]]], list[tuple[str, float]]] | None:
-        """Re-scores HNSW candidates with the full-rank next-item model, blended with their
-        fused-vector similarity; None when the model keeps no full-rank matrix."""
+        self, events: Sequence[Event], weight: Callable[[Event], float], config: RerankConfig
+    ) -> Reranker | None:
+        """The full-rank next-item model over the user's history, weighted as the trainer
+        weighted its contexts; None when the model keeps no full-rank matrix."""
         if self.model.transitions is None:
             return None
-        history = [event.item_id for event in events]
-        weights = [_event_weight(event) for event in events]
-
-        def apply(hits: list[tuple[str, float]]) -> list[tuple[str, float]]:
-            return rerank(
-                self.model,
-                history,
-                [item_id for item_id, _ in hits],
-                [score for _, score in hits],
-                config,
-                weights,
-            )
-
-        return apply
+        rows = self.model.rerank_weights_for(
+            [event.item_id for event in events], [weight(event) for event in events]
+        )
+        model = self.model
+        return Reranker(
+            history=[model.item_ids[row] for row in rows],
+            weights=np.fromiter(rows.values(), dtype=np.float64, count=len(rows)),
+            transitions=lambda history, items: transition_block(model, history, items),
+            blend=config.blend,
+            candidates=config.k,
+        )
 
     def forget(self, item_ids: Iterable[str]) -> None:
         """Deleted items leave the index at once; the model drops them at the next refresh."""
@@ -107,6 +92,6 @@ def train_collaborative(
 ) -> CollaborativeModel:
     return train_collaborative_model(
         [[event.item_id for event in sequence] for sequence in sequences],
-        [[_event_weight(event) for event in sequence] for sequence in sequences],
+        [[event_weight(event) for event in sequence] for sequence in sequences],
         config,
     )

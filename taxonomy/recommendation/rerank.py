@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from taxonomy.recommendation.collaborative_model import CollaborativeModel
 
-__all__ = ["RerankConfig", "rerank", "transition_scores"]
+__all__ = ["RerankConfig", "rerank", "transition_block", "transition_scores"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,23 @@ def transition_scores(
     w = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
     sub = model.transitions[rows][:, cols].astype(np.float64)
     out[pos] = w @ sub
+    return out
+
+
+def transition_block(
+    model: CollaborativeModel, rows: Sequence[str], columns: Sequence[str]
+) -> npt.NDArray[np.float64]:
+    """``B[rows][:, columns]`` by item id, 0 where the model lacks an item."""
+    if model.transitions is None:
+        raise ValueError("model was trained without transitions (keep_transitions=False)")
+    out = np.zeros((len(rows), len(columns)), dtype=np.float64)
+    row_pos = [(p, model.index_of(r)) for p, r in enumerate(rows)]
+    col_pos = [(p, model.index_of(c)) for p, c in enumerate(columns)]
+    known_rows = [(p, r) for p, r in row_pos if r is not None]
+    known_cols = [(p, c) for p, c in col_pos if c is not None]
+    if known_rows and known_cols:
+        sub = model.transitions[[r for _, r in known_rows]][:, [c for _, c in known_cols]]
+        out[np.ix_([p for p, _ in known_rows], [p for p, _ in known_cols])] = sub
     return out
 
 

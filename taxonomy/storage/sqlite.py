@@ -18,80 +18,22 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from taxonomy.models import Event, EventType, InterestTree, Item, TaxonomyNode, TreeDiff
+from taxonomy.models import Event, InterestTree, Item, TaxonomyNode, TreeDiff
 from taxonomy.ports import CATALOG_VERSION_KEY, TAXONOMY_VERSION_KEY, vectors_version_key
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    item_id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    description TEXT NOT NULL,
-    categories TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    update_time REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS item_vectors (
-    item_id TEXT NOT NULL,
-    space TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    PRIMARY KEY (item_id, space)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    event_type INTEGER NOT NULL,
-    event_time REAL NOT NULL,
-    weight REAL
-);
-CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, event_time, seq);
-CREATE TABLE IF NOT EXISTS request_ids (
-    request_id TEXT PRIMARY KEY,
-    recorded_count INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS trees (
-    user_id TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    tree TEXT NOT NULL,
-    diff TEXT NOT NULL,
-    PRIMARY KEY (user_id, revision)
-);
-CREATE TABLE IF NOT EXISTS taxonomy_nodes (
-    taxonomy_id TEXT PRIMARY KEY,
-    label TEXT NOT NULL,
-    aliases TEXT NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tree_node_taxonomy (
-    user_id TEXT NOT NULL,
-    node_id TEXT NOT NULL,
-    taxonomy_id TEXT NOT NULL,
-    PRIMARY KEY (user_id, node_id)
-);
-CREATE INDEX IF NOT EXISTS tree_nodes_by_taxonomy ON tree_node_taxonomy (taxonomy_id);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-
-
-def _to_blob(vector: NDArray[np.float32]) -> bytes:
-    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-
-
-def _stack(blobs: list[bytes]) -> NDArray[np.float32]:
-    if not blobs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.stack([np.frombuffer(blob, dtype=np.float32) for blob in blobs])
-
-
-def _timestamp(value: datetime) -> float:
-    return value.timestamp()
-
-
-def _datetime(value: float) -> datetime:
-    return datetime.fromtimestamp(value, tz=UTC)
+from taxonomy.storage.rows import (
+    EVENT_COLUMNS,
+    EVENT_ORDER,
+    ITEM_COLUMNS,
+    SCHEMA,
+    add_missing_columns,
+    decode_event,
+    decode_events,
+    decode_item,
+    event_columns,
+    stack_vectors,
+    timestamp,
+    to_blob,
+)
 
 
 class SqliteStore:
@@ -104,7 +46,8 @@ class SqliteStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.executescript(_SCHEMA)
+        self._conn.executescript(SCHEMA)
+        add_missing_columns(self._conn)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -152,30 +95,18 @@ class SqliteStore:
                         item.description,
                         json.dumps(item.categories),
                         json.dumps(item.tags),
-                        _timestamp(now),
+                        timestamp(now),
                     )
                     for item in stored
                 ],
             )
             conn.executemany(
                 "INSERT OR REPLACE INTO item_vectors (item_id, space, vector) VALUES (?, ?, ?)",
-                [(item_id, space, _to_blob(vector)) for item_id, vector in vectors.items()],
+                [(item_id, space, to_blob(vector)) for item_id, vector in vectors.items()],
             )
             self._bump(conn, CATALOG_VERSION_KEY)
             self._bump(conn, vectors_version_key(space))
         return stored
-
-    @staticmethod
-    def _item(row: sqlite3.Row | tuple[str, str, str, str, str, float]) -> Item:
-        item_id, title, description, categories, tags, update_time = row
-        return Item(
-            item_id=item_id,
-            title=title,
-            description=description,
-            categories=json.loads(categories),
-            tags=json.loads(tags),
-            update_time=_datetime(update_time),
-        )
 
     def get_items(self, item_ids: Sequence[str]) -> dict[str, Item]:
         unique = list(dict.fromkeys(item_ids))
@@ -186,23 +117,21 @@ class SqliteStore:
                 chunk = unique[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = self._conn.execute(
-                    "SELECT item_id, title, description, categories, tags, update_time "
-                    f"FROM items WHERE item_id IN ({marks})",
-                    chunk,
+                    f"SELECT {ITEM_COLUMNS} FROM items WHERE item_id IN ({marks})", chunk
                 ).fetchall()
                 for row in rows:
-                    item = self._item(row)
-                    found[item.item_id] = item
+                    item = decode_item(row)
+                    if item is not None:
+                        found[item.item_id] = item
         return found
 
     def list_items(self, after_item_id: str, limit: int) -> list[Item]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT item_id, title, description, categories, tags, update_time FROM items "
-                "WHERE item_id > ? ORDER BY item_id LIMIT ?",
+                f"SELECT {ITEM_COLUMNS} FROM items WHERE item_id > ? ORDER BY item_id LIMIT ?",
                 (after_item_id, limit),
             ).fetchall()
-        return [self._item(row) for row in rows]
+        return [item for item in map(decode_item, rows) if item is not None]
 
     def delete_items(self, item_ids: Sequence[str]) -> int:
         with self._transaction() as conn:
@@ -213,13 +142,31 @@ class SqliteStore:
             self._bump(conn, CATALOG_VERSION_KEY)
         return deleted
 
+    def item_ids_in_categories(self, prefixes: Sequence[Sequence[str]]) -> set[str]:
+        """Items whose category path starts with one of `prefixes`. Paths are stored as JSON
+        arrays written by `json.dumps`, so a prefix is a prefix of that text up to an element
+        boundary (`,` or `]` follows)."""
+        found: set[str] = set()
+        with self._lock:
+            for prefix in prefixes:
+                head = json.dumps(list(prefix))[:-1]
+                longer = head + ", "
+                # substr, not LIKE: LIKE folds ASCII case, and categories match exactly.
+                rows = self._conn.execute(
+                    "SELECT item_id FROM items "
+                    "WHERE categories = ? OR substr(categories, 1, ?) = ?",
+                    (head + "]", len(longer), longer),
+                ).fetchall()
+                found.update(row[0] for row in rows)
+        return found
+
     def item_vectors(self, space: str) -> tuple[list[str], NDArray[np.float32]]:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT item_id, vector FROM item_vectors WHERE space = ? ORDER BY item_id",
                 (space,),
             ).fetchall()
-        return [row[0] for row in rows], _stack([row[1] for row in rows])
+        return stack_vectors(rows)
 
     def record_events(self, events: Sequence[Event], request_id: str | None) -> int:
         with self._transaction() as conn:
@@ -230,18 +177,9 @@ class SqliteStore:
                 if seen is not None:
                     return 0
             conn.executemany(
-                "INSERT INTO events (user_id, item_id, event_type, event_time, weight) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [
-                    (
-                        event.user_id,
-                        event.item_id,
-                        int(event.event_type),
-                        _timestamp(event.event_time),
-                        event.weight,
-                    )
-                    for event in events
-                ],
+                "INSERT INTO events (user_id, item_id, event_type, event_time, event_us, weight) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [event_columns(event) for event in events],
             )
             if request_id:
                 conn.execute(
@@ -257,25 +195,13 @@ class SqliteStore:
             ).fetchone()
         return row is not None
 
-    @staticmethod
-    def _event(row: tuple[str, str, int, float, float | None]) -> Event:
-        user_id, item_id, event_type, event_time, weight = row
-        return Event(
-            user_id=user_id,
-            item_id=item_id,
-            event_type=EventType(event_type),
-            event_time=_datetime(event_time),
-            weight=weight,
-        )
-
     def user_events(self, user_id: str) -> list[Event]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT user_id, item_id, event_type, event_time, weight FROM events "
-                "WHERE user_id = ? ORDER BY event_time, seq",
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE user_id = ? ORDER BY {EVENT_ORDER}",
                 (user_id,),
             ).fetchall()
-        return [self._event(row) for row in rows]
+        return decode_events(rows)
 
     def event_count(self) -> int:
         with self._lock:
@@ -285,18 +211,19 @@ class SqliteStore:
     def all_sequences(self) -> Iterator[tuple[str, list[Event]]]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT user_id, item_id, event_type, event_time, weight FROM events "
-                "ORDER BY user_id, event_time, seq"
+                f"SELECT {EVENT_COLUMNS} FROM events ORDER BY user_id, {EVENT_ORDER}"
             ).fetchall()
         current: str | None = None
         batch: list[Event] = []
         for row in rows:
-            if row[0] != current:
-                if current is not None:
+            if row[1] != current:
+                if current is not None and batch:
                     yield current, batch
-                current, batch = row[0], []
-            batch.append(self._event(row))
-        if current is not None:
+                current, batch = row[1], []
+            event = decode_event(row)
+            if event is not None:
+                batch.append(event)
+        if current is not None and batch:
             yield current, batch
 
     def user_ids(self) -> list[str]:
@@ -327,7 +254,7 @@ class SqliteStore:
             conn.executemany(
                 "INSERT INTO taxonomy_nodes (taxonomy_id, label, aliases, vector) "
                 "VALUES (?, ?, '[]', ?)",
-                [(node.taxonomy_id, node.label, _to_blob(vector)) for node, vector in new_taxonomy],
+                [(node.taxonomy_id, node.label, to_blob(vector)) for node, vector in new_taxonomy],
             )
             for taxonomy_id, alias in new_aliases.items():
                 row = conn.execute(
@@ -379,7 +306,7 @@ class SqliteStore:
             rows = self._conn.execute(
                 "SELECT taxonomy_id, vector FROM taxonomy_nodes ORDER BY taxonomy_id"
             ).fetchall()
-        return [row[0] for row in rows], _stack([row[1] for row in rows])
+        return stack_vectors(rows)
 
     def list_taxonomy(self, offset: int, limit: int) -> list[TaxonomyNode]:
         with self._lock:

@@ -3,7 +3,7 @@
 Small models copy titles, cite everything and obey instructions injected into item text (see the
 project notes), so the model never decides the structure: it picks among data-backed label
 candidates (`choose`) or proposes free text (`free`), and every answer goes through the checks
-below before it replaces the data-derived text.
+in `taxonomy.trees.checks` before it replaces the data-derived text.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import asyncio
 import enum
 import json
 import logging
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,18 +27,21 @@ from tenacity import (
     wait_exponential,
 )
 
+from taxonomy.errors import ModelOutputError
 from taxonomy.models import InterestNode, Item, TextSource
 from taxonomy.ports import ChatModel
+from taxonomy.trees.checks import (
+    MAX_EXPLANATION_CHARS,
+    MAX_LABEL_CHARS,
+    MIN_EXPLANATION_CHARS,
+    explanation_problem,
+    label_problem,
+)
 from taxonomy.trees.graph import ROOT, interest_nodes, node_data, parent_of
 
 logger = logging.getLogger(__name__)
 
 MAX_ITEMS_IN_PROMPT = 8
-MAX_LABEL_WORDS = 6
-MAX_LABEL_CHARS = 60
-MIN_EXPLANATION_CHARS = 20
-MAX_EXPLANATION_CHARS = 240
-COPIED_RUN_WORDS = 5
 REUSE_MIN_EVIDENCE_OVERLAP = 0.8
 
 SYSTEM_PROMPT = (
@@ -54,10 +56,6 @@ class NamingMode(enum.StrEnum):
     OFF = "off"
     CHOOSE = "choose"
     FREE = "free"
-
-
-class ModelOutputError(Exception):
-    """The model answered, but not with something we can use; worth another attempt."""
 
 
 class NodeNaming(BaseModel):
@@ -78,6 +76,10 @@ class NamingStats:
     labels_changed: int = 0
     explanations_from_model: int = 0
     reused: int = 0
+    answered: int = 0
+    """Nodes the model gave a usable answer about (accepted by the checks or not)."""
+    timed_out: int = 0
+    """Nodes whose requests were cancelled when the tree's time budget ran out."""
     rejected: dict[str, int] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
@@ -107,104 +109,6 @@ def naming_schema(candidates: Sequence[str] | None) -> dict[str, Any]:
         "required": ["label", "explanation"],
         "additionalProperties": False,
     }
-
-
-_WORD = re.compile(r"[\w']+")
-
-
-def _words(text: str) -> list[str]:
-    return [w.casefold() for w in _WORD.findall(text)]
-
-
-def _contains_run(haystack: Sequence[str], needle: Sequence[str]) -> bool:
-    size = len(needle)
-    return any(
-        list(haystack[i : i + size]) == list(needle) for i in range(len(haystack) - size + 1)
-    )
-
-
-def _has_copied_run(text: str, sources: Sequence[str], run: int = COPIED_RUN_WORDS) -> bool:
-    words = _words(text)
-    grams = {tuple(words[i : i + run]) for i in range(len(words) - run + 1)}
-    if not grams:
-        return False
-    for source in sources:
-        source_words = _words(source)
-        for i in range(len(source_words) - run + 1):
-            if tuple(source_words[i : i + run]) in grams:
-                return True
-    return False
-
-
-def label_problem(
-    label: str,
-    *,
-    evidence: Sequence[Item],
-    history: Sequence[Item],
-    sibling_labels: Sequence[str],
-    candidates: Sequence[str] | None,
-    ancestor_labels: Sequence[str] = (),
-) -> str | None:
-    """Why a model label is unacceptable, or None if it may replace the data label."""
-    text = " ".join(label.split())
-    folded = text.casefold()
-    if candidates is not None and text not in candidates:
-        return "not_a_candidate"
-    if not text or len(text) > MAX_LABEL_CHARS or len(text.split()) > MAX_LABEL_WORDS:
-        return "not_a_short_phrase"
-    if any(ch in text for ch in "{}<>\n") or text.endswith((".", "!", "?")):
-        return "not_a_noun_phrase"
-    if candidates is None:
-        # Enum candidates are built from catalog terms; a free label must not echo a title
-        # (whole words, so "Women" is not a copy of "…for women who…").
-        label_words_all = _words(text)
-        for item in history:
-            title_words = _words(item.title)
-            if label_words_all and (
-                _contains_run(title_words, label_words_all)
-                or (len(title_words) >= 2 and _contains_run(label_words_all, title_words))
-            ):
-                return "copies_a_title"
-    if folded in {s.casefold() for s in sibling_labels}:
-        return "same_as_sibling"
-    if folded in {a.casefold() for a in ancestor_labels}:
-        # A child renamed to its parent's label flattens the hierarchy.
-        return "same_as_ancestor"
-    if candidates is None:
-        if len(evidence) < 2:
-            return "not_supported_by_evidence"
-        # A free label must rest on the group's own metadata, and on more than one item.
-        label_words = {w for w in _words(text) if len(w) > 3}
-        supporters = sum(
-            1
-            for item in evidence
-            if label_words & set(_words(" ".join([*item.categories, *item.tags, item.description])))
-        )
-        if supporters < min(2, len(evidence)) or (len(evidence) > 1 and supporters < 2):
-            return "not_supported_by_evidence"
-    return None
-
-
-def explanation_problem(
-    explanation: str, *, evidence: Sequence[Item], history: Sequence[Item]
-) -> str | None:
-    """Why a model explanation is unacceptable, or None if it may replace the data one."""
-    text = " ".join(explanation.split())
-    if not (MIN_EXPLANATION_CHARS <= len(text) <= MAX_EXPLANATION_CHARS):
-        return "bad_length"
-    if not text.endswith((".", "!", "?")):
-        return "not_a_whole_sentence"
-    if any(ch in text for ch in "{}<>"):
-        return "markup"
-    evidence_ids = {item.item_id for item in evidence}
-    folded = text.casefold()
-    for item in history:
-        outside = item.item_id not in evidence_ids and len(item.title) >= 4
-        if outside and item.title.casefold() in folded:
-            return "names_item_outside_evidence"
-    if _has_copied_run(text, [f"{item.title} {item.description}" for item in history]):
-        return "copies_item_text"
-    return None
 
 
 def _prompt(
@@ -281,11 +185,16 @@ async def refine_tree(
     limiter: asyncio.Semaphore,
     attempts: int = 3,
     previous: Mapping[str, InterestNode] | None = None,
+    budget_s: float | None = None,
 ) -> NamingStats:
     """Asks the model about every node concurrently and applies the answers that pass checks.
 
     With `previous` (the nodes of the last revision), a node whose group barely changed keeps
     the text the model gave it before, so an update only asks about what changed.
+
+    `budget_s` bounds all requests of the tree together (retries and waits for the limiter
+    included): when it runs out, the requests still pending are cancelled and their nodes keep
+    the data text. A failed or cancelled request never fails the tree.
     """
     stats = NamingStats()
     if mode is NamingMode.OFF:
@@ -321,8 +230,14 @@ async def refine_tree(
                 stats.failures += 1
                 logger.warning("model naming failed for node %s: %s", node, error)
                 return node, None
+            except Exception:
+                # The data text is always a valid answer: no model fault may fail the tree.
+                stats.failures += 1
+                logger.exception("model naming failed unexpectedly for node %s", node)
+                return node, None
 
-    answers = dict(await asyncio.gather(*(name_one(node) for node in nodes)))
+    answers = await _within_budget([name_one(node) for node in nodes], budget_s, stats)
+    stats.answered = sum(answer is not None for answer in answers.values())
 
     # Applied parent-first so sibling checks see the labels already accepted.
     for node in nodes:
@@ -365,6 +280,34 @@ async def refine_tree(
         else:
             stats.reject(f"explanation_{problem}")
     return stats
+
+
+async def _within_budget(
+    requests: Sequence[Coroutine[Any, Any, tuple[str, NodeNaming | None]]],
+    budget_s: float | None,
+    stats: NamingStats,
+) -> dict[str, NodeNaming | None]:
+    """Runs the node requests together; those unfinished after `budget_s` are cancelled."""
+    tasks = [asyncio.create_task(request) for request in requests]
+    if not tasks:
+        return {}
+    try:
+        done, pending = await asyncio.wait(tasks, timeout=budget_s)
+    finally:
+        # Also when the build itself is cancelled: no request outlives its tree.
+        unfinished = [task for task in tasks if not task.done()]
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+    if pending:
+        stats.timed_out = len(pending)
+        stats.failures += len(pending)
+        logger.warning(
+            "model naming ran out of its %.1f s budget: %d node(s) keep their data text",
+            budget_s,
+            len(pending),
+        )
+    return dict(task.result() for task in done)
 
 
 def _reuse_previous(

@@ -8,6 +8,7 @@ stores the revision with its diff and build stats.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import weakref
@@ -20,11 +21,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.versioned import VersionedIndex
-from taxonomy.errors import DomainError, FieldViolation, InvalidArgumentError, NotFoundError
+from taxonomy.errors import (
+    DomainError,
+    FieldViolation,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from taxonomy.events.history import HistoryItem
 from taxonomy.events.service import EventLog, UserHistory
 from taxonomy.models import BuildStats, InterestTree, Item, TreeDiff
 from taxonomy.ports import ChatModel, Embedder, Store
+from taxonomy.recommendation.spaces import present_vectors
 from taxonomy.shared_taxonomy.service import SharedTaxonomy
 from taxonomy.trees.builder import BuilderConfig, build_data_tree
 from taxonomy.trees.diff import diff_trees
@@ -41,6 +49,9 @@ class TreeConfig:
     llm_concurrency: int = 4
     builder: BuilderConfig = field(default_factory=BuilderConfig)
     batch_users_in_flight: int = 4
+    naming_budget_s: float | None = 30.0
+    """Time all model requests of one tree may take together; when it runs out the pending
+    ones are cancelled and their nodes keep the data text (None: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -119,9 +130,8 @@ class TreeService:
             and not items[entry.item_id].tags
             and entry.item_id in index
         ]
-        if not bare:
-            return {}
-        return dict(zip(bare, index.get_vectors(bare), strict=True))
+        # An item deleted since the check is simply left out.
+        return present_vectors(index.get_vectors, bare)
 
     async def build_tree(self, user_id: str, *, incremental: bool = True) -> BuildResult:
         """Builds and stores a new revision, telling every observer how it went. With
@@ -201,8 +211,12 @@ class TreeService:
                 mode=self._config.naming_mode,
                 limiter=self._limiter,
                 previous={n.node_id: n for n in previous.nodes} if reuse and previous else None,
+                budget_s=self._config.naming_budget_s,
             )
-            model = self._chat.model_name
+            # A tree names its model only if some model answer shaped it (an incremental
+            # build reuses earlier answers); otherwise it is a data tree.
+            if stats.answered or stats.reused:
+                model = self._chat.model_name
         tree = to_tree(graph, model)
         problems = invariant_violations(tree, {entry.item_id for entry in loaded.history})
         if problems:
@@ -243,24 +257,41 @@ class TreeService:
     ) -> AsyncIterator[tuple[str, BuildResult | DomainError]]:
         """Builds many users' trees with several in flight, yielding each as it completes.
 
-        Node requests of all users in flight share the model limiter, so vLLM sees a steady
-        batch; a failure of one user is yielded, not raised.
+        Every user yields exactly one result. A failure of one user is yielded, not raised: a
+        DomainError as it is, anything else (logged with its traceback) as an InternalError.
+        At most `batch_users_in_flight` builds run at once, in a window refilled as each one
+        completes; their node requests share the model limiter, so vLLM sees a steady batch.
+        When the consumer stops early, the builds still running are cancelled and awaited.
         """
-        queue: asyncio.Queue[tuple[str, BuildResult | DomainError]] = asyncio.Queue()
-        pending = iter(user_ids)
+        window = max(1, self._config.batch_users_in_flight)
+        waiting = iter(user_ids)
+        running: set[asyncio.Task[tuple[str, BuildResult | DomainError]]] = set()
 
-        async def worker() -> None:
-            for user_id in pending:
-                try:
-                    await queue.put((user_id, await self.build_tree(user_id)))
-                except DomainError as error:
-                    await queue.put((user_id, error))
+        def refill() -> None:
+            for user_id in itertools.islice(waiting, window - len(running)):
+                running.add(asyncio.create_task(self._build_one(user_id)))
 
-        workers = [asyncio.create_task(worker()) for _ in range(self._config.batch_users_in_flight)]
         try:
-            for _ in range(len(user_ids)):
-                yield await queue.get()
+            refill()
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                running.difference_update(done)
+                refill()
+                for task in done:
+                    yield task.result()
         finally:
-            for task in workers:
+            for task in running:
                 task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _build_one(self, user_id: str) -> tuple[str, BuildResult | DomainError]:
+        """One user's build as a result; only cancellation propagates."""
+        try:
+            return user_id, await self.build_tree(user_id)
+        except DomainError as error:
+            return user_id, error
+        except Exception as error:
+            logger.exception("building the interest tree of %s failed", user_id)
+            return user_id, InternalError(
+                f"building the interest tree failed unexpectedly ({type(error).__name__})"
+            )

@@ -2,12 +2,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from index import HnswIndex
+
+from .sync_helpers import HANG, Worker, wait_until
 
 DIM = 16
 WRITERS = 4
@@ -94,3 +99,175 @@ def test_concurrent_upserts_queries_and_deletes(tmp_path: Path) -> None:
     loaded = HnswIndex.load(tmp_path)
     assert loaded is not None
     assert len(loaded) == WRITERS * PER_WRITER
+
+
+# ------------------------------------------------------------------------------------------
+# Which operations share the lock, shown deterministically: a query is held inside hnswlib's
+# knn_query (in its filter callback) while another thread tries to get in.
+
+
+def _vectors(n: int, seed: int) -> NDArray[np.float32]:
+    return np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+
+
+def _full_index(n: int = 64) -> HnswIndex:
+    # Exactly full, so the next new id makes upsert call resize_index.
+    index = HnswIndex(DIM, m=8, ef_search=16, initial_capacity=n)
+    index.upsert([f"item-{i}" for i in range(n)], _vectors(n, seed=1))
+    return index
+
+
+# What hnswlib documents as unsafe to run alongside knn_query.
+_MUTATORS = frozenset({"add_items", "mark_deleted", "unmark_deleted", "resize_index", "set_ef"})
+
+
+class _Native:
+    """Stands in for the native index: records mutating calls and knn_query, and runs
+    ``inside_query`` from within knn_query (once a call, from the filter hnswlib calls during
+    its graph walk, so the query really is inside hnswlib at that moment)."""
+
+    def __init__(self, native: Any, inside_query: Callable[[], None] = lambda: None) -> None:
+        self._native = native
+        self._inside_query = inside_query
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._native, name)
+        if name not in _MUTATORS:
+            return method
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return recorded
+
+    def knn_query(self, data: Any, k: int = 1, num_threads: int = -1, filter: Any = None) -> Any:
+        entered = False
+
+        def gate(label: int) -> bool:
+            nonlocal entered
+            if not entered:
+                entered = True
+                self._inside_query()
+            return filter is None or bool(filter(label))
+
+        try:
+            return self._native.knn_query(data, k=k, num_threads=num_threads, filter=gate)
+        finally:
+            self.calls.append("knn_query")
+
+
+class _HeldQuery:
+    """A query that stays inside knn_query until released."""
+
+    def __init__(self, index: HnswIndex) -> None:
+        self.inside = threading.Event()
+        self._release = threading.Event()
+        self.native = _Native(index._index, inside_query=self._hold)
+        index._index = self.native
+        self.worker = Worker(lambda: index.query(_vectors(1, seed=2)[0], 5))
+        assert self.inside.wait(HANG), "the query never reached knn_query"
+
+    def _hold(self) -> None:
+        self.inside.set()
+        self._release.wait(HANG)
+
+    def release(self) -> object:
+        self._release.set()
+        return self.worker.join()
+
+
+def test_queries_run_concurrently() -> None:
+    index = _full_index()
+    both_inside = threading.Barrier(2, timeout=HANG)
+    met: list[bool] = []
+
+    def meet() -> None:
+        # Each query waits inside knn_query until the other one is inside too; if queries
+        # were serialised the barrier would break and ``met`` would stay short.
+        both_inside.wait()
+        met.append(True)
+
+    index._index = _Native(index._index, inside_query=meet)
+    queries = _vectors(2, seed=3)
+    workers = [Worker(partial(index.query, query, 5)) for query in queries]
+    results = [worker.join() for worker in workers]
+    assert met == [True, True]
+    assert all(isinstance(r, list) and len(r) == 5 for r in results)
+
+
+def _upsert_new(index: HnswIndex) -> None:
+    index.upsert(["new"], _vectors(1, seed=4))
+
+
+@pytest.mark.parametrize(
+    ("write", "native_calls"),
+    [
+        (_upsert_new, ["resize_index", "add_items"]),
+        (lambda index: index.upsert(["item-0"], _vectors(1, seed=4)), ["add_items"]),
+        (lambda index: index.delete(["item-0"]), ["mark_deleted"]),
+        (lambda index: index.set_ef(32), ["set_ef"]),
+    ],
+    ids=["upsert-resize", "upsert-replace", "delete", "set_ef"],
+)
+def test_writers_wait_for_an_in_flight_query(
+    write: Callable[[HnswIndex], None], native_calls: list[str]
+) -> None:
+    index = _full_index()
+    held = _HeldQuery(index)
+    writer = Worker(lambda: write(index))
+    wait_until(lambda: index._lock.writers_waiting == 1, "writer queued behind the query")
+    assert held.native.calls == []  # the writer has not touched hnswlib yet
+    held.release()
+    writer.join()
+    assert held.native.calls == ["knn_query", *native_calls]
+
+
+def test_reads_and_save_run_while_a_query_is_in_flight(tmp_path: Path) -> None:
+    index = _full_index()
+    held = _HeldQuery(index)
+    # Each of these would wait for the held query if it took the exclusive side.
+    assert len(index) == 64
+    assert "item-3" in index
+    assert len(index.ids()) == 64
+    assert index.get_vectors(["item-3"]).shape == (1, DIM)
+    assert len(index.exact_query(_vectors(1, seed=5)[0], 3)) == 3
+    index.save(tmp_path)
+    assert not held.worker.done.is_set()
+    result = held.release()
+    assert isinstance(result, list) and len(result) == 5
+    loaded = HnswIndex.load(tmp_path)
+    assert loaded is not None
+    assert loaded.ids() == index.ids()
+
+
+def test_exclusions_widen_the_search_without_set_ef() -> None:
+    # ef_search=16 with k=10 and 40 exclusions needs a search breadth of 50.
+    index = _full_index(n=600)
+    native = _Native(index._index)
+    index._index = native
+    excluded = {f"item-{i}" for i in range(40)}
+    queries = _vectors(20, seed=6)
+    shared = [index.query(q, 10, exclude=excluded) for q in queries]
+    assert "set_ef" not in native.calls  # so it never changed what other queries search with
+    for query, answer in zip(queries, shared, strict=True):
+        with index._lock.write():
+            reference = index._search(query, 10, excluded, exclusive=True)
+        assert answer == reference
+        assert len(answer) == 10
+        assert not excluded & {item_id for item_id, _ in answer}
+    assert native.calls.count("set_ef") == 2 * len(queries)  # widened, then restored
+
+
+def test_exclusions_larger_than_the_rest_fall_back_to_set_ef() -> None:
+    # 30 items, 12 excluded: a breadth of 10 + 12 results cannot come out of 18 eligible items.
+    index = _full_index(n=30)
+    native = _Native(index._index)
+    index._index = native
+    excluded = {f"item-{i}" for i in range(12)}
+    query = _vectors(1, seed=7)[0]
+    answer = index.query(query, 10, exclude=excluded)
+    assert native.calls.count("set_ef") == 2
+    assert index._index.ef == 16
+    assert [i for i, _ in answer] == [i for i, _ in index.exact_query(query, 10, exclude=excluded)]

@@ -1,8 +1,9 @@
 """Python client for the interest-tree gRPC API.
 
 `InterestTreeClient` / `AsyncInterestTreeClient` are thin clients with default deadlines,
-retries for idempotent calls, pagination helpers and decoded errors. The generated messages
-and stubs they build on live in `interesttree.v1`.
+retries for idempotent calls (made by gRPC, from the service config in `channel_options()`),
+pagination helpers and decoded errors. The generated messages and stubs they build on live in
+`interesttree.v1`.
 """
 
 from interesttree.client import (
@@ -11,7 +12,9 @@ from interesttree.client import (
     AsyncInterestTreeClient,
     InterestTreeClient,
     RetryPolicy,
+    channel_options,
     item_name,
+    service_config,
     tree_name,
     user_name,
 )
@@ -39,8 +42,10 @@ __all__ = [
     "ResourceExhaustedError",
     "RetryPolicy",
     "UnavailableError",
+    "channel_options",
     "error_from_rpc",
     "item_name",
+    "service_config",
     "tree_name",
     "user_name",
 ]

@@ -37,7 +37,12 @@ class FieldViolation:
 
 
 class InterestTreeError(Exception):
-    """A failed call. Subclasses name the status codes callers usually handle."""
+    """A failed call. Subclasses name the status codes callers usually handle.
+
+    `attempts` is how many attempts the call made as far as the client can tell. gRPC does not
+    report the retries it makes itself: a retryable code that the server sent without response
+    headers (so gRPC was free to retry) means its policy ran out, and counts `max_attempts`;
+    otherwise it counts the client's own attempts, at least 1."""
 
     def __init__(
         self,

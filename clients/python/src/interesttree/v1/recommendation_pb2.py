@@ -24,21 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$interesttree/v1/recommendation.proto\x12\x0finteresttree.v1\"\x8b\x01\n\x10RecommendRequest\x12\x12\n\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12#\n\rlevel_weights\x18\x03 \x03(\x01R\x0clevelWeights\x12!\n\x0cinclude_seen\x18\x04 \x01(\x08R\x0bincludeSeen\"{\n\x10NodeContribution\x12\x17\n\x07node_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n\x05level\x18\x02 \x01(\x05R\x05level\x12\x14\n\x05label\x18\x03 \x01(\tR\x05label\x12\"\n\x0c\x63ontribution\x18\x04 \x01(\x01R\x0c\x63ontribution\"\xb6\x01\n\x0eRecommendation\x12\x12\n\x04item\x18\x01 \x01(\tR\x04item\x12\x14\n\x05score\x18\x02 \x01(\x01R\x05score\x12\x19\n\x08node_ids\x18\x03 \x03(\tR\x07nodeIds\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\x12G\n\rcontributions\x18\x05 \x03(\x0b\x32!.interesttree.v1.NodeContributionR\rcontributions\"\xa8\x01\n\x11RecommendResponse\x12I\n\x0frecommendations\x18\x01 \x03(\x0b\x32\x1f.interesttree.v1.RecommendationR\x0frecommendations\x12#\n\rtree_revision\x18\x02 \x01(\x03R\x0ctreeRevision\x12#\n\rlevel_weights\x18\x03 \x03(\x01R\x0clevelWeights2k\n\x15RecommendationService\x12R\n\tRecommend\x12!.interesttree.v1.RecommendRequest\x1a\".interesttree.v1.RecommendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$interesttree/v1/recommendation.proto\x12\x0finteresttree.v1\".\n\x0c\x43\x61tegoryPath\x12\x1e\n\ncategories\x18\x01 \x03(\tR\ncategories\"\xbf\x02\n\x10RecommendRequest\x12\x12\n\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12#\n\rlevel_weights\x18\x03 \x03(\x01R\x0clevelWeights\x12!\n\x0cinclude_seen\x18\x04 \x01(\x08R\x0bincludeSeen\x12=\n\ncategories\x18\x05 \x03(\x0b\x32\x1d.interesttree.v1.CategoryPathR\ncategories\x12#\n\rexclude_items\x18\x06 \x03(\tR\x0c\x65xcludeItems\x12\'\n\x0f\x63\x61ndidate_items\x18\x07 \x03(\tR\x0e\x63\x61ndidateItems\x12%\n\x0einterest_quota\x18\x08 \x01(\x05R\rinterestQuota\"{\n\x10NodeContribution\x12\x17\n\x07node_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n\x05level\x18\x02 \x01(\x05R\x05level\x12\x14\n\x05label\x18\x03 \x01(\tR\x05label\x12\"\n\x0c\x63ontribution\x18\x04 \x01(\x01R\x0c\x63ontribution\"\xb6\x01\n\x0eRecommendation\x12\x12\n\x04item\x18\x01 \x01(\tR\x04item\x12\x14\n\x05score\x18\x02 \x01(\x01R\x05score\x12\x19\n\x08node_ids\x18\x03 \x03(\tR\x07nodeIds\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\x12G\n\rcontributions\x18\x05 \x03(\x0b\x32!.interesttree.v1.NodeContributionR\rcontributions\"\xa8\x01\n\x11RecommendResponse\x12I\n\x0frecommendations\x18\x01 \x03(\x0b\x32\x1f.interesttree.v1.RecommendationR\x0frecommendations\x12#\n\rtree_revision\x18\x02 \x01(\x03R\x0ctreeRevision\x12#\n\rlevel_weights\x18\x03 \x03(\x01R\x0clevelWeights\"\xb8\x02\n\x1aRecommendByInterestRequest\x12\x12\n\x04user\x18\x01 \x01(\tR\x04user\x12\x14\n\x05level\x18\x02 \x01(\x05R\x05level\x12#\n\rmax_interests\x18\x03 \x01(\x05R\x0cmaxInterests\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12!\n\x0cinclude_seen\x18\x05 \x01(\x08R\x0bincludeSeen\x12=\n\ncategories\x18\x06 \x03(\x0b\x32\x1d.interesttree.v1.CategoryPathR\ncategories\x12#\n\rexclude_items\x18\x07 \x03(\tR\x0c\x65xcludeItems\x12\'\n\x0f\x63\x61ndidate_items\x18\x08 \x03(\tR\x0e\x63\x61ndidateItems\"\xaa\x01\n\x05Slate\x12\x12\n\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n\x05label\x18\x02 \x01(\tR\x05label\x12\x14\n\x05level\x18\x03 \x01(\x05R\x05level\x12\x16\n\x06weight\x18\x04 \x01(\x01R\x06weight\x12I\n\x0frecommendations\x18\x05 \x03(\x0b\x32\x1f.interesttree.v1.RecommendationR\x0frecommendations\"r\n\x1bRecommendByInterestResponse\x12.\n\x06slates\x18\x01 \x03(\x0b\x32\x16.interesttree.v1.SlateR\x06slates\x12#\n\rtree_revision\x18\x02 \x01(\x03R\x0ctreeRevision2\xdd\x01\n\x15RecommendationService\x12R\n\tRecommend\x12!.interesttree.v1.RecommendRequest\x1a\".interesttree.v1.RecommendResponse\x12p\n\x13RecommendByInterest\x12+.interesttree.v1.RecommendByInterestRequest\x1a,.interesttree.v1.RecommendByInterestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interesttree.v1.recommendation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECOMMENDREQUEST']._serialized_start=58
-  _globals['_RECOMMENDREQUEST']._serialized_end=197
-  _globals['_NODECONTRIBUTION']._serialized_start=199
-  _globals['_NODECONTRIBUTION']._serialized_end=322
-  _globals['_RECOMMENDATION']._serialized_start=325
-  _globals['_RECOMMENDATION']._serialized_end=507
-  _globals['_RECOMMENDRESPONSE']._serialized_start=510
-  _globals['_RECOMMENDRESPONSE']._serialized_end=678
-  _globals['_RECOMMENDATIONSERVICE']._serialized_start=680
-  _globals['_RECOMMENDATIONSERVICE']._serialized_end=787
+  _globals['_CATEGORYPATH']._serialized_start=57
+  _globals['_CATEGORYPATH']._serialized_end=103
+  _globals['_RECOMMENDREQUEST']._serialized_start=106
+  _globals['_RECOMMENDREQUEST']._serialized_end=425
+  _globals['_NODECONTRIBUTION']._serialized_start=427
+  _globals['_NODECONTRIBUTION']._serialized_end=550
+  _globals['_RECOMMENDATION']._serialized_start=553
+  _globals['_RECOMMENDATION']._serialized_end=735
+  _globals['_RECOMMENDRESPONSE']._serialized_start=738
+  _globals['_RECOMMENDRESPONSE']._serialized_end=906
+  _globals['_RECOMMENDBYINTERESTREQUEST']._serialized_start=909
+  _globals['_RECOMMENDBYINTERESTREQUEST']._serialized_end=1221
+  _globals['_SLATE']._serialized_start=1224
+  _globals['_SLATE']._serialized_end=1394
+  _globals['_RECOMMENDBYINTERESTRESPONSE']._serialized_start=1396
+  _globals['_RECOMMENDBYINTERESTRESPONSE']._serialized_end=1510
+  _globals['_RECOMMENDATIONSERVICE']._serialized_start=1513
+  _globals['_RECOMMENDATIONSERVICE']._serialized_end=1734
 # @@protoc_insertion_point(module_scope)

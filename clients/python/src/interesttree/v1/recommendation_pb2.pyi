@@ -19,6 +19,30 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class CategoryPath(_message.Message):
+    """A category path prefix, coarse to fine, as in `Item.categories`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Path elements, coarse first; an item matches when its categories start with them."""
+
+    def __init__(
+        self,
+        *,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryPath: _TypeAlias = CategoryPath  # noqa: Y015
+
+@_typing.final
 class RecommendRequest(_message.Message):
     """Request of RecommendationService.Recommend."""
 
@@ -28,17 +52,40 @@ class RecommendRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     LEVEL_WEIGHTS_FIELD_NUMBER: _builtins.int
     INCLUDE_SEEN_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ITEMS_FIELD_NUMBER: _builtins.int
+    CANDIDATE_ITEMS_FIELD_NUMBER: _builtins.int
+    INTEREST_QUOTA_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     """Required. The user, `users/{user_id}`; it must have recorded events."""
     page_size: _builtins.int
     """Number of items to return, 0 means 10; at most 100. Negative values are invalid."""
     include_seen: _builtins.bool
     """If true, items the user has already interacted with may be recommended."""
+    interest_quota: _builtins.int
+    """Optional: the user's this-many heaviest level-1 interests each get at least one item in
+    the list (the best item retrieved by that interest's own vector, when the fused list has
+    none). 0 turns it off; at most page_size.
+    """
     @_builtins.property
     def level_weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Optional weight of each level in the fused vector, level 1 first. Empty means the configured
         defaults. Values must be finite and non-negative with a positive sum; they are used as given,
         and levels beyond the list get weight 0.
+        """
+
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryPath]:
+        """Optional: only items whose category path starts with one of these prefixes. At most 100."""
+
+    @_builtins.property
+    def exclude_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: items never to return, `items/{item_id}`. At most 10,000."""
+
+    @_builtins.property
+    def candidate_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: rank only these items, `items/{item_id}` (re-ranks a caller's candidate set).
+        At most 10,000; unknown items are ignored.
         """
 
     def __init__(
@@ -48,10 +95,14 @@ class RecommendRequest(_message.Message):
         page_size: _builtins.int = ...,
         level_weights: _abc.Iterable[_builtins.float] | None = ...,
         include_seen: _builtins.bool = ...,
+        categories: _abc.Iterable[Global___CategoryPath] | None = ...,
+        exclude_items: _abc.Iterable[_builtins.str] | None = ...,
+        candidate_items: _abc.Iterable[_builtins.str] | None = ...,
+        interest_quota: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_seen", b"include_seen", "level_weights", b"level_weights", "page_size", b"page_size", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_items", b"candidate_items", "categories", b"categories", "exclude_items", b"exclude_items", "include_seen", b"include_seen", "interest_quota", b"interest_quota", "level_weights", b"level_weights", "page_size", b"page_size", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -74,7 +125,13 @@ class NodeContribution(_message.Message):
     label: _builtins.str
     """Label of the node."""
     contribution: _builtins.float
-    """The node's share of the item's score: level weight × node weight × similarity."""
+    """The node's exact share of the item's score. For a node n of level l with level weight w_l
+    and a user's history items i with recency weights a_i:
+    w_l · (A_n / A_l) · (v_n · x) + β · Σ_{i∈n} s_l(i) · a_i · B[i, x],
+    the node's part of the fused-vector similarity plus its part of the re-ranker's next-item
+    score (β scales that score to the similarity; s_l(i) splits an item's share among the
+    weighted levels that hold it). The contributions of an item add up to its `score`.
+    """
     def __init__(
         self,
         *,
@@ -105,16 +162,21 @@ class Recommendation(_message.Message):
     item: _builtins.str
     """The item, `items/{item_id}`."""
     score: _builtins.float
-    """Similarity of the item to the fused user vector; higher is better."""
+    """The item's score: its similarity to the fused user vector plus, where the re-ranker is on,
+    its scaled next-item score; recommendations are returned in descending score. Higher is
+    better; the scale is not comparable across users.
+    """
     reason: _builtins.str
     """One line saying why the item is recommended."""
     @_builtins.property
     def node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Identifiers of the nodes that contributed most, strongest first."""
+        """Identifiers of the nodes with a non-zero contribution, strongest first (in a slate, the
+        slate's node comes first).
+        """
 
     @_builtins.property
     def contributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeContribution]:
-        """Per-node contributions, strongest first, for the nodes in node_ids."""
+        """Per-node contributions, in node_ids order; they add up to `score`."""
 
     def __init__(
         self,
@@ -166,3 +228,131 @@ class RecommendResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecommendResponse: _TypeAlias = RecommendResponse  # noqa: Y015
+
+@_typing.final
+class RecommendByInterestRequest(_message.Message):
+    """Request of RecommendationService.RecommendByInterest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    MAX_INTERESTS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    INCLUDE_SEEN_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ITEMS_FIELD_NUMBER: _builtins.int
+    CANDIDATE_ITEMS_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    """Required. The user, `users/{user_id}`; it must have recorded events."""
+    level: _builtins.int
+    """The tree level whose nodes get slates, 1 = coarsest; 0 means the deepest level. A level
+    deeper than the tree is invalid.
+    """
+    max_interests: _builtins.int
+    """Number of slates, heaviest interests first; 0 means 5, at most 20."""
+    page_size: _builtins.int
+    """Items per slate, 0 means 10; at most 100."""
+    include_seen: _builtins.bool
+    """If true, items the user has already interacted with may be recommended."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryPath]:
+        """Optional: only items whose category path starts with one of these prefixes. At most 100."""
+
+    @_builtins.property
+    def exclude_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: items never to return, `items/{item_id}`. At most 10,000."""
+
+    @_builtins.property
+    def candidate_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: rank only these items, `items/{item_id}`. At most 10,000."""
+
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        level: _builtins.int = ...,
+        max_interests: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        include_seen: _builtins.bool = ...,
+        categories: _abc.Iterable[Global___CategoryPath] | None = ...,
+        exclude_items: _abc.Iterable[_builtins.str] | None = ...,
+        candidate_items: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_items", b"candidate_items", "categories", b"categories", "exclude_items", b"exclude_items", "include_seen", b"include_seen", "level", b"level", "max_interests", b"max_interests", "page_size", b"page_size", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecommendByInterestRequest: _TypeAlias = RecommendByInterestRequest  # noqa: Y015
+
+@_typing.final
+class Slate(_message.Message):
+    """The items one interest node brings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    RECOMMENDATIONS_FIELD_NUMBER: _builtins.int
+    node: _builtins.str
+    """Identifier of the node in the user's tree."""
+    label: _builtins.str
+    """Label of the node."""
+    level: _builtins.int
+    """Level of the node."""
+    weight: _builtins.float
+    """Weight of the node within its level."""
+    @_builtins.property
+    def recommendations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]:
+        """Items retrieved with the node's own vector, best first; each names the node first in
+        `node_ids`, and no item appears in two slates.
+        """
+
+    def __init__(
+        self,
+        *,
+        node: _builtins.str = ...,
+        label: _builtins.str = ...,
+        level: _builtins.int = ...,
+        weight: _builtins.float = ...,
+        recommendations: _abc.Iterable[Global___Recommendation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "level", b"level", "node", b"node", "recommendations", b"recommendations", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Slate: _TypeAlias = Slate  # noqa: Y015
+
+@_typing.final
+class RecommendByInterestResponse(_message.Message):
+    """Response of RecommendationService.RecommendByInterest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLATES_FIELD_NUMBER: _builtins.int
+    TREE_REVISION_FIELD_NUMBER: _builtins.int
+    tree_revision: _builtins.int
+    """Revision of the interest tree used."""
+    @_builtins.property
+    def slates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slate]:
+        """One slate per interest, heaviest first."""
+
+    def __init__(
+        self,
+        *,
+        slates: _abc.Iterable[Global___Slate] | None = ...,
+        tree_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["slates", b"slates", "tree_revision", b"tree_revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecommendByInterestResponse: _TypeAlias = RecommendByInterestResponse  # noqa: Y015

@@ -40,6 +40,11 @@ class RecommendationServiceStub:
                 request_serializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.RecommendByInterest = channel.unary_unary(
+                '/interesttree.v1.RecommendationService/RecommendByInterest',
+                request_serializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestRequest.SerializeToString,
+                response_deserializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestResponse.FromString,
+                _registered_method=True)
 
 
 class RecommendationServiceServicer:
@@ -55,6 +60,16 @@ class RecommendationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecommendByInterest(self, request, context):
+        """Recommends one slate of items per interest node of one level of the user's tree, each
+        slate retrieved with that node's own vector and de-duplicated against the slates before it.
+        A known user without a tree gets one built first. Default deadline: 120 s
+        (5 s when the user already has a tree).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommendationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +77,11 @@ def add_RecommendationServiceServicer_to_server(servicer, server):
                     servicer.Recommend,
                     request_deserializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendRequest.FromString,
                     response_serializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendResponse.SerializeToString,
+            ),
+            'RecommendByInterest': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendByInterest,
+                    request_deserializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestRequest.FromString,
+                    response_serializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -92,6 +112,33 @@ class RecommendationService:
             '/interesttree.v1.RecommendationService/Recommend',
             interesttree_dot_v1_dot_recommendation__pb2.RecommendRequest.SerializeToString,
             interesttree_dot_v1_dot_recommendation__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendByInterest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interesttree.v1.RecommendationService/RecommendByInterest',
+            interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestRequest.SerializeToString,
+            interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestResponse.FromString,
             options,
             channel_credentials,
             insecure,

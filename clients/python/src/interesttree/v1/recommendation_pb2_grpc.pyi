@@ -38,6 +38,12 @@ class RecommendationServiceStub:
     A known user without a tree gets one built first. Default deadline: 120 s
     (5 s when the user already has a tree).
     """
+    RecommendByInterest: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.RecommendByInterestRequest, _recommendation_pb2.RecommendByInterestResponse]
+    """Recommends one slate of items per interest node of one level of the user's tree, each
+    slate retrieved with that node's own vector and de-duplicated against the slates before it.
+    A known user without a tree gets one built first. Default deadline: 120 s
+    (5 s when the user already has a tree).
+    """
 
 @_typing.type_check_only
 class RecommendationServiceAsyncStub(RecommendationServiceStub):
@@ -46,6 +52,12 @@ class RecommendationServiceAsyncStub(RecommendationServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Recommend: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.RecommendRequest, _recommendation_pb2.RecommendResponse]  # type: ignore[assignment]
     """Recommends items for a user, each attributed to the interest nodes that brought it.
+    A known user without a tree gets one built first. Default deadline: 120 s
+    (5 s when the user already has a tree).
+    """
+    RecommendByInterest: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.RecommendByInterestRequest, _recommendation_pb2.RecommendByInterestResponse]  # type: ignore[assignment]
+    """Recommends one slate of items per interest node of one level of the user's tree, each
+    slate retrieved with that node's own vector and de-duplicated against the slates before it.
     A known user without a tree gets one built first. Default deadline: 120 s
     (5 s when the user already has a tree).
     """
@@ -60,6 +72,18 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_recommendation_pb2.RecommendResponse, _abc.Awaitable[_recommendation_pb2.RecommendResponse]]:
         """Recommends items for a user, each attributed to the interest nodes that brought it.
+        A known user without a tree gets one built first. Default deadline: 120 s
+        (5 s when the user already has a tree).
+        """
+
+    @_abc_1.abstractmethod
+    def RecommendByInterest(
+        self,
+        request: _recommendation_pb2.RecommendByInterestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.RecommendByInterestResponse, _abc.Awaitable[_recommendation_pb2.RecommendByInterestResponse]]:
+        """Recommends one slate of items per interest node of one level of the user's tree, each
+        slate retrieved with that node's own vector and de-duplicated against the slates before it.
         A known user without a tree gets one built first. Default deadline: 120 s
         (5 s when the user already has a tree).
         """

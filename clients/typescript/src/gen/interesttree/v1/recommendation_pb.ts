@@ -10,7 +10,28 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file interesttree/v1/recommendation.proto.
  */
 export const file_interesttree_v1_recommendation: GenFile = /*@__PURE__*/
-  fileDesc("CiRpbnRlcmVzdHRyZWUvdjEvcmVjb21tZW5kYXRpb24ucHJvdG8SD2ludGVyZXN0dHJlZS52MSJgChBSZWNvbW1lbmRSZXF1ZXN0EgwKBHVzZXIYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhUKDWxldmVsX3dlaWdodHMYAyADKAESFAoMaW5jbHVkZV9zZWVuGAQgASgIIlcKEE5vZGVDb250cmlidXRpb24SDwoHbm9kZV9pZBgBIAEoCRINCgVsZXZlbBgCIAEoBRINCgVsYWJlbBgDIAEoCRIUCgxjb250cmlidXRpb24YBCABKAEiiQEKDlJlY29tbWVuZGF0aW9uEgwKBGl0ZW0YASABKAkSDQoFc2NvcmUYAiABKAESEAoIbm9kZV9pZHMYAyADKAkSDgoGcmVhc29uGAQgASgJEjgKDWNvbnRyaWJ1dGlvbnMYBSADKAsyIS5pbnRlcmVzdHRyZWUudjEuTm9kZUNvbnRyaWJ1dGlvbiJ7ChFSZWNvbW1lbmRSZXNwb25zZRI4Cg9yZWNvbW1lbmRhdGlvbnMYASADKAsyHy5pbnRlcmVzdHRyZWUudjEuUmVjb21tZW5kYXRpb24SFQoNdHJlZV9yZXZpc2lvbhgCIAEoAxIVCg1sZXZlbF93ZWlnaHRzGAMgAygBMmsKFVJlY29tbWVuZGF0aW9uU2VydmljZRJSCglSZWNvbW1lbmQSIS5pbnRlcmVzdHRyZWUudjEuUmVjb21tZW5kUmVxdWVzdBoiLmludGVyZXN0dHJlZS52MS5SZWNvbW1lbmRSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("CiRpbnRlcmVzdHRyZWUvdjEvcmVjb21tZW5kYXRpb24ucHJvdG8SD2ludGVyZXN0dHJlZS52MSIiCgxDYXRlZ29yeVBhdGgSEgoKY2F0ZWdvcmllcxgBIAMoCSLbAQoQUmVjb21tZW5kUmVxdWVzdBIMCgR1c2VyGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRIVCg1sZXZlbF93ZWlnaHRzGAMgAygBEhQKDGluY2x1ZGVfc2VlbhgEIAEoCBIxCgpjYXRlZ29yaWVzGAUgAygLMh0uaW50ZXJlc3R0cmVlLnYxLkNhdGVnb3J5UGF0aBIVCg1leGNsdWRlX2l0ZW1zGAYgAygJEhcKD2NhbmRpZGF0ZV9pdGVtcxgHIAMoCRIWCg5pbnRlcmVzdF9xdW90YRgIIAEoBSJXChBOb2RlQ29udHJpYnV0aW9uEg8KB25vZGVfaWQYASABKAkSDQoFbGV2ZWwYAiABKAUSDQoFbGFiZWwYAyABKAkSFAoMY29udHJpYnV0aW9uGAQgASgBIokBCg5SZWNvbW1lbmRhdGlvbhIMCgRpdGVtGAEgASgJEg0KBXNjb3JlGAIgASgBEhAKCG5vZGVfaWRzGAMgAygJEg4KBnJlYXNvbhgEIAEoCRI4Cg1jb250cmlidXRpb25zGAUgAygLMiEuaW50ZXJlc3R0cmVlLnYxLk5vZGVDb250cmlidXRpb24iewoRUmVjb21tZW5kUmVzcG9uc2USOAoPcmVjb21tZW5kYXRpb25zGAEgAygLMh8uaW50ZXJlc3R0cmVlLnYxLlJlY29tbWVuZGF0aW9uEhUKDXRyZWVfcmV2aXNpb24YAiABKAMSFQoNbGV2ZWxfd2VpZ2h0cxgDIAMoASLcAQoaUmVjb21tZW5kQnlJbnRlcmVzdFJlcXVlc3QSDAoEdXNlchgBIAEoCRINCgVsZXZlbBgCIAEoBRIVCg1tYXhfaW50ZXJlc3RzGAMgASgFEhEKCXBhZ2Vfc2l6ZRgEIAEoBRIUCgxpbmNsdWRlX3NlZW4YBSABKAgSMQoKY2F0ZWdvcmllcxgGIAMoCzIdLmludGVyZXN0dHJlZS52MS5DYXRlZ29yeVBhdGgSFQoNZXhjbHVkZV9pdGVtcxgHIAMoCRIXCg9jYW5kaWRhdGVfaXRlbXMYCCADKAkifQoFU2xhdGUSDAoEbm9kZRgBIAEoCRINCgVsYWJlbBgCIAEoCRINCgVsZXZlbBgDIAEoBRIOCgZ3ZWlnaHQYBCABKAESOAoPcmVjb21tZW5kYXRpb25zGAUgAygLMh8uaW50ZXJlc3R0cmVlLnYxLlJlY29tbWVuZGF0aW9uIlwKG1JlY29tbWVuZEJ5SW50ZXJlc3RSZXNwb25zZRImCgZzbGF0ZXMYASADKAsyFi5pbnRlcmVzdHRyZWUudjEuU2xhdGUSFQoNdHJlZV9yZXZpc2lvbhgCIAEoAzLdAQoVUmVjb21tZW5kYXRpb25TZXJ2aWNlElIKCVJlY29tbWVuZBIhLmludGVyZXN0dHJlZS52MS5SZWNvbW1lbmRSZXF1ZXN0GiIuaW50ZXJlc3R0cmVlLnYxLlJlY29tbWVuZFJlc3BvbnNlEnAKE1JlY29tbWVuZEJ5SW50ZXJlc3QSKy5pbnRlcmVzdHRyZWUudjEuUmVjb21tZW5kQnlJbnRlcmVzdFJlcXVlc3QaLC5pbnRlcmVzdHRyZWUudjEuUmVjb21tZW5kQnlJbnRlcmVzdFJlc3BvbnNlYgZwcm90bzM");
+
+/**
+ * A category path prefix, coarse to fine, as in `Item.categories`.
+ *
+ * @generated from message interesttree.v1.CategoryPath
+ */
+export type CategoryPath = Message<"interesttree.v1.CategoryPath"> & {
+  /**
+   * Path elements, coarse first; an item matches when its categories start with them.
+   *
+   * @generated from field: repeated string categories = 1;
+   */
+  categories: string[];
+};
+
+/**
+ * Describes the message interesttree.v1.CategoryPath.
+ * Use `create(CategoryPathSchema)` to create a new message.
+ */
+export const CategoryPathSchema: GenMessage<CategoryPath> = /*@__PURE__*/
+  messageDesc(file_interesttree_v1_recommendation, 0);
 
 /**
  * Request of RecommendationService.Recommend.
@@ -47,6 +68,37 @@ export type RecommendRequest = Message<"interesttree.v1.RecommendRequest"> & {
    * @generated from field: bool include_seen = 4;
    */
   includeSeen: boolean;
+
+  /**
+   * Optional: only items whose category path starts with one of these prefixes. At most 100.
+   *
+   * @generated from field: repeated interesttree.v1.CategoryPath categories = 5;
+   */
+  categories: CategoryPath[];
+
+  /**
+   * Optional: items never to return, `items/{item_id}`. At most 10,000.
+   *
+   * @generated from field: repeated string exclude_items = 6;
+   */
+  excludeItems: string[];
+
+  /**
+   * Optional: rank only these items, `items/{item_id}` (re-ranks a caller's candidate set).
+   * At most 10,000; unknown items are ignored.
+   *
+   * @generated from field: repeated string candidate_items = 7;
+   */
+  candidateItems: string[];
+
+  /**
+   * Optional: the user's this-many heaviest level-1 interests each get at least one item in
+   * the list (the best item retrieved by that interest's own vector, when the fused list has
+   * none). 0 turns it off; at most page_size.
+   *
+   * @generated from field: int32 interest_quota = 8;
+   */
+  interestQuota: number;
 };
 
 /**
@@ -54,7 +106,7 @@ export type RecommendRequest = Message<"interesttree.v1.RecommendRequest"> & {
  * Use `create(RecommendRequestSchema)` to create a new message.
  */
 export const RecommendRequestSchema: GenMessage<RecommendRequest> = /*@__PURE__*/
-  messageDesc(file_interesttree_v1_recommendation, 0);
+  messageDesc(file_interesttree_v1_recommendation, 1);
 
 /**
  * How much one interest node contributed to a recommendation.
@@ -84,7 +136,12 @@ export type NodeContribution = Message<"interesttree.v1.NodeContribution"> & {
   label: string;
 
   /**
-   * The node's share of the item's score: level weight × node weight × similarity.
+   * The node's exact share of the item's score. For a node n of level l with level weight w_l
+   * and a user's history items i with recency weights a_i:
+   * w_l · (A_n / A_l) · (v_n · x) + β · Σ_{i∈n} s_l(i) · a_i · B[i, x],
+   * the node's part of the fused-vector similarity plus its part of the re-ranker's next-item
+   * score (β scales that score to the similarity; s_l(i) splits an item's share among the
+   * weighted levels that hold it). The contributions of an item add up to its `score`.
    *
    * @generated from field: double contribution = 4;
    */
@@ -96,7 +153,7 @@ export type NodeContribution = Message<"interesttree.v1.NodeContribution"> & {
  * Use `create(NodeContributionSchema)` to create a new message.
  */
 export const NodeContributionSchema: GenMessage<NodeContribution> = /*@__PURE__*/
-  messageDesc(file_interesttree_v1_recommendation, 1);
+  messageDesc(file_interesttree_v1_recommendation, 2);
 
 /**
  * One recommended item.
@@ -112,14 +169,17 @@ export type Recommendation = Message<"interesttree.v1.Recommendation"> & {
   item: string;
 
   /**
-   * Similarity of the item to the fused user vector; higher is better.
+   * The item's score: its similarity to the fused user vector plus, where the re-ranker is on,
+   * its scaled next-item score; recommendations are returned in descending score. Higher is
+   * better; the scale is not comparable across users.
    *
    * @generated from field: double score = 2;
    */
   score: number;
 
   /**
-   * Identifiers of the nodes that contributed most, strongest first.
+   * Identifiers of the nodes with a non-zero contribution, strongest first (in a slate, the
+   * slate's node comes first).
    *
    * @generated from field: repeated string node_ids = 3;
    */
@@ -133,7 +193,7 @@ export type Recommendation = Message<"interesttree.v1.Recommendation"> & {
   reason: string;
 
   /**
-   * Per-node contributions, strongest first, for the nodes in node_ids.
+   * Per-node contributions, in node_ids order; they add up to `score`.
    *
    * @generated from field: repeated interesttree.v1.NodeContribution contributions = 5;
    */
@@ -145,7 +205,7 @@ export type Recommendation = Message<"interesttree.v1.Recommendation"> & {
  * Use `create(RecommendationSchema)` to create a new message.
  */
 export const RecommendationSchema: GenMessage<Recommendation> = /*@__PURE__*/
-  messageDesc(file_interesttree_v1_recommendation, 2);
+  messageDesc(file_interesttree_v1_recommendation, 3);
 
 /**
  * Response of RecommendationService.Recommend.
@@ -180,7 +240,156 @@ export type RecommendResponse = Message<"interesttree.v1.RecommendResponse"> & {
  * Use `create(RecommendResponseSchema)` to create a new message.
  */
 export const RecommendResponseSchema: GenMessage<RecommendResponse> = /*@__PURE__*/
-  messageDesc(file_interesttree_v1_recommendation, 3);
+  messageDesc(file_interesttree_v1_recommendation, 4);
+
+/**
+ * Request of RecommendationService.RecommendByInterest.
+ *
+ * @generated from message interesttree.v1.RecommendByInterestRequest
+ */
+export type RecommendByInterestRequest = Message<"interesttree.v1.RecommendByInterestRequest"> & {
+  /**
+   * Required. The user, `users/{user_id}`; it must have recorded events.
+   *
+   * @generated from field: string user = 1;
+   */
+  user: string;
+
+  /**
+   * The tree level whose nodes get slates, 1 = coarsest; 0 means the deepest level. A level
+   * deeper than the tree is invalid.
+   *
+   * @generated from field: int32 level = 2;
+   */
+  level: number;
+
+  /**
+   * Number of slates, heaviest interests first; 0 means 5, at most 20.
+   *
+   * @generated from field: int32 max_interests = 3;
+   */
+  maxInterests: number;
+
+  /**
+   * Items per slate, 0 means 10; at most 100.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * If true, items the user has already interacted with may be recommended.
+   *
+   * @generated from field: bool include_seen = 5;
+   */
+  includeSeen: boolean;
+
+  /**
+   * Optional: only items whose category path starts with one of these prefixes. At most 100.
+   *
+   * @generated from field: repeated interesttree.v1.CategoryPath categories = 6;
+   */
+  categories: CategoryPath[];
+
+  /**
+   * Optional: items never to return, `items/{item_id}`. At most 10,000.
+   *
+   * @generated from field: repeated string exclude_items = 7;
+   */
+  excludeItems: string[];
+
+  /**
+   * Optional: rank only these items, `items/{item_id}`. At most 10,000.
+   *
+   * @generated from field: repeated string candidate_items = 8;
+   */
+  candidateItems: string[];
+};
+
+/**
+ * Describes the message interesttree.v1.RecommendByInterestRequest.
+ * Use `create(RecommendByInterestRequestSchema)` to create a new message.
+ */
+export const RecommendByInterestRequestSchema: GenMessage<RecommendByInterestRequest> = /*@__PURE__*/
+  messageDesc(file_interesttree_v1_recommendation, 5);
+
+/**
+ * The items one interest node brings.
+ *
+ * @generated from message interesttree.v1.Slate
+ */
+export type Slate = Message<"interesttree.v1.Slate"> & {
+  /**
+   * Identifier of the node in the user's tree.
+   *
+   * @generated from field: string node = 1;
+   */
+  node: string;
+
+  /**
+   * Label of the node.
+   *
+   * @generated from field: string label = 2;
+   */
+  label: string;
+
+  /**
+   * Level of the node.
+   *
+   * @generated from field: int32 level = 3;
+   */
+  level: number;
+
+  /**
+   * Weight of the node within its level.
+   *
+   * @generated from field: double weight = 4;
+   */
+  weight: number;
+
+  /**
+   * Items retrieved with the node's own vector, best first; each names the node first in
+   * `node_ids`, and no item appears in two slates.
+   *
+   * @generated from field: repeated interesttree.v1.Recommendation recommendations = 5;
+   */
+  recommendations: Recommendation[];
+};
+
+/**
+ * Describes the message interesttree.v1.Slate.
+ * Use `create(SlateSchema)` to create a new message.
+ */
+export const SlateSchema: GenMessage<Slate> = /*@__PURE__*/
+  messageDesc(file_interesttree_v1_recommendation, 6);
+
+/**
+ * Response of RecommendationService.RecommendByInterest.
+ *
+ * @generated from message interesttree.v1.RecommendByInterestResponse
+ */
+export type RecommendByInterestResponse = Message<"interesttree.v1.RecommendByInterestResponse"> & {
+  /**
+   * One slate per interest, heaviest first.
+   *
+   * @generated from field: repeated interesttree.v1.Slate slates = 1;
+   */
+  slates: Slate[];
+
+  /**
+   * Revision of the interest tree used.
+   *
+   * @generated from field: int64 tree_revision = 2;
+   */
+  treeRevision: bigint;
+};
+
+/**
+ * Describes the message interesttree.v1.RecommendByInterestResponse.
+ * Use `create(RecommendByInterestResponseSchema)` to create a new message.
+ */
+export const RecommendByInterestResponseSchema: GenMessage<RecommendByInterestResponse> = /*@__PURE__*/
+  messageDesc(file_interesttree_v1_recommendation, 7);
 
 /**
  * RecommendationService retrieves items for a user with the fused interest vector.
@@ -199,6 +408,19 @@ export const RecommendationService: GenService<{
     methodKind: "unary";
     input: typeof RecommendRequestSchema;
     output: typeof RecommendResponseSchema;
+  },
+  /**
+   * Recommends one slate of items per interest node of one level of the user's tree, each
+   * slate retrieved with that node's own vector and de-duplicated against the slates before it.
+   * A known user without a tree gets one built first. Default deadline: 120 s
+   * (5 s when the user already has a tree).
+   *
+   * @generated from rpc interesttree.v1.RecommendationService.RecommendByInterest
+   */
+  recommendByInterest: {
+    methodKind: "unary";
+    input: typeof RecommendByInterestRequestSchema;
+    output: typeof RecommendByInterestResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_interesttree_v1_recommendation, 0);

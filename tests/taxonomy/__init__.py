@@ -1,0 +1,1 @@
+"""In-process tests of the taxonomy package: the engine's rooms, its store and its adapters."""
