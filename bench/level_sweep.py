@@ -45,6 +45,8 @@ from tests.conftest import Stubs, make_stubs
 
 PAGE = 10
 ONE_HOT = ((1.0, 0.0), (0.0, 1.0))
+DEFAULT = (0.2, 0.8)
+"""The default level weights (0.2, 0.8, 0.8, 0.8) on these 2-level trees."""
 MIXES = ((0.1, 0.9), (0.2, 0.8), (0.3, 0.7), (0.5, 0.5), (0.7, 0.3))
 MMR_LAMBDAS = (0.9, 0.7, 0.5, 0.3)
 SLATES = (3, 4)
@@ -330,7 +332,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
         tuned_weights = next(w for w in MIXES if f"w = {w}" == tuned)
         print(f"Test pass (tuned on validation: {tuned})…", flush=True)
         test, test_notes = await run_pass(
-            data, for_test=True, grid=[*ONE_HOT, tuned_weights], workdir=Path(tmp)
+            data,
+            for_test=True,
+            grid=list(dict.fromkeys([*ONE_HOT, DEFAULT, tuned_weights])),
+            workdir=Path(tmp),
         )
     elapsed = time.perf_counter() - started
     report = "\n".join(

@@ -140,6 +140,7 @@ class Runtime:
                 default_level_weights=settings.level_weights,
                 naming_mode=settings.naming_mode if chat is not None else NamingMode.OFF,
                 llm_concurrency=settings.llm_concurrency,
+                naming_budget_s=settings.naming_budget_s,
                 hnsw_ef_search=settings.hnsw_ef_search,
             ),
         )

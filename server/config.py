@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     llm_timeout_s: float = 60.0
     llm_concurrency: int = Field(default=_ENGINE.llm_concurrency, ge=1, le=256)
     naming_mode: NamingMode = _ENGINE.naming_mode
+    naming_budget_s: float | None = Field(default=_ENGINE.naming_budget_s, gt=0)
+    """Model time one tree build may spend; nodes not named by then keep their data labels."""
     llm_probe_interval_s: float = Field(default=30.0, gt=0)
     """How often the model is probed once it answered; health service MODEL_SERVICE tells."""
     llm_probe_timeout_s: float = Field(default=30.0, gt=0)

@@ -84,8 +84,15 @@ class _CallScope:
     """One RPC, as `async with _CallScope(...)` around the handler's work."""
 
     def __init__(
-        self, method: str, request_id: str, context: Context, on_done: RpcDone | None
+        self,
+        method: str,
+        request_id: str,
+        context: Context,
+        on_done: RpcDone | None,
+        *,
+        streaming: bool,
     ) -> None:
+        self._streaming = streaming
         self._method = method
         self._request_id = request_id
         self._context = context
@@ -97,8 +104,14 @@ class _CallScope:
     async def __aenter__(self) -> None:
         self._token = request_id_var.set(self._request_id)
         self._started = time.perf_counter()
+        echo = ((REQUEST_ID_HEADER, self._request_id),)
         try:
-            await self._context.send_initial_metadata(((REQUEST_ID_HEADER, self._request_id),))
+            if self._streaming:
+                await self._context.send_initial_metadata(echo)
+            else:
+                # Trailers, not headers: a client's gRPC retries a failed call only if no
+                # response headers arrived, and that is what makes UNAVAILABLE retriable.
+                self._context.set_trailing_metadata(echo)
         except BaseException:
             self._code = grpc.StatusCode.CANCELLED  # the call is gone before it began
             self._finish()
@@ -147,7 +160,8 @@ class _CallScope:
             )
             status = internal_status(self._request_id)
         self._code = status.code
-        await self._context.abort(status.code, status.details, status.trailing_metadata)
+        trailers = (*status.trailing_metadata, (REQUEST_ID_HEADER, self._request_id))
+        await self._context.abort(status.code, status.details, trailers)
 
     def _finish(self) -> None:
         seconds = time.perf_counter() - self._started
@@ -202,8 +216,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return handler
         request_id = _request_id(handler_call_details)
 
-        def scope(context: Context) -> _CallScope:
-            return _CallScope(method, request_id, context, self._on_rpc_done)
+        def scope(context: Context, *, streaming: bool) -> _CallScope:
+            return _CallScope(method, request_id, context, self._on_rpc_done, streaming=streaming)
 
         deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_stream is not None:
@@ -212,7 +226,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             stream = cast(Callable[[Any, Context], AsyncIterator[Any]], handler.unary_stream)
 
             async def stream_wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
-                async with scope(context):
+                async with scope(context, streaming=True):
                     async for response in stream(_decoded(request), context):
                         yield response
 
@@ -226,7 +240,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         unary = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
 
         async def unary_wrapper(request: Any, context: Context) -> Any:
-            async with scope(context):
+            async with scope(context, streaming=False):
                 return await unary(_decoded(request), context)
 
         return grpc.unary_unary_rpc_method_handler(

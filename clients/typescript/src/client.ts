@@ -39,6 +39,7 @@ import {
 } from "./gen/interesttree/v1/interest_pb.js";
 import {
   RecommendationService,
+  type RecommendByInterestResponse,
   type RecommendResponse,
 } from "./gen/interesttree/v1/recommendation_pb.js";
 
@@ -58,6 +59,7 @@ export const DEFAULT_DEADLINES_MS = {
   BatchBuildInterestTrees: 3_600_000,
   ListTaxonomyNodes: 10_000,
   Recommend: 120_000,
+  RecommendByInterest: 120_000,
   RefreshModels: 300_000,
 } as const;
 
@@ -312,11 +314,38 @@ export class InterestTreeClient {
 
   recommend(
     user: string,
-    request: { pageSize?: number; levelWeights?: number[]; includeSeen?: boolean } = {},
+    request: {
+      pageSize?: number;
+      levelWeights?: number[];
+      includeSeen?: boolean;
+      categories?: { categories: string[] }[];
+      excludeItems?: string[];
+      candidateItems?: string[];
+      interestQuota?: number;
+    } = {},
     options?: CallOptions,
   ): Promise<RecommendResponse> {
     return this.call("Recommend", options, true, (raw) =>
       this.recommender.recommend({ user, ...request }, raw),
+    );
+  }
+
+  /** One slate of items per interest node of `level` (0 = the deepest), heaviest first. */
+  recommendByInterest(
+    user: string,
+    request: {
+      level?: number;
+      maxInterests?: number;
+      pageSize?: number;
+      includeSeen?: boolean;
+      categories?: { categories: string[] }[];
+      excludeItems?: string[];
+      candidateItems?: string[];
+    } = {},
+    options?: CallOptions,
+  ): Promise<RecommendByInterestResponse> {
+    return this.call("RecommendByInterest", options, true, (raw) =>
+      this.recommender.recommendByInterest({ user, ...request }, raw),
     );
   }
 

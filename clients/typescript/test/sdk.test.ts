@@ -99,6 +99,16 @@ describe("against a real interest-tree server", () => {
       assert.ok(!seen.has(rec.item), `${rec.item} was already seen`);
       assert.ok(rec.nodeIds.length > 0 && rec.nodeIds.every((id) => nodeIds.has(id)));
       assert.ok(rec.reason.startsWith("Because of your interest in"));
+      const total = rec.contributions.reduce((sum, part) => sum + part.contribution, 0);
+      assert.ok(Math.abs(total - rec.score) <= 1e-9 * Math.max(1, Math.abs(rec.score)));
+    }
+
+    const bySlate = await client.recommendByInterest(alice, { level: 1, pageSize: 2 });
+    assert.ok(bySlate.slates.length > 0);
+    const slateItems = bySlate.slates.flatMap((slate) => slate.recommendations.map((r) => r.item));
+    assert.equal(new Set(slateItems).size, slateItems.length);
+    for (const slate of bySlate.slates) {
+      for (const rec of slate.recommendations) assert.equal(rec.nodeIds[0], slate.node);
     }
 
     const names: string[] = [];
