@@ -226,6 +226,19 @@ async def test_review_page_in_chromium(reviewed: ServerWithHttp) -> None:
             highlighted = page.locator(f"#node-{first_rec.node_ids[0]}.highlight")
             await highlighted.wait_for(state="visible", timeout=5_000)
 
+            # The reviewer moves the level weights: only level 1 counts, and the list is
+            # recommended again, every item now attributed to level-1 interests alone.
+            depth = await page.locator("#weight-controls input[type=range]").count()
+            assert depth == max(node.level for node in tree.nodes)
+            for level in range(1, depth + 1):
+                await page.locator(f"#weight-{level}").fill("1" if level == 1 else "0")
+            await page.click("#apply-weights")
+            weights = ",".join(["1", *["0"] * (depth - 1)])
+            await page.locator(f"body[data-weights='{weights}']").wait_for(state="attached")
+            chips_now = page.locator("#recommendations li.recommendation .chip")
+            assert await chips_now.count() > 0
+            assert await page.locator("#recommendations .chip:not([data-level='1'])").count() == 0
+
             # The revisions with what changed.
             revisions = page.locator("#revisions li.revision")
             assert await revisions.count() == 2

@@ -167,7 +167,7 @@ function drawRecommendations(review) {
       for (const node of rec.nodes) {
         const chip = el(
           "button",
-          { type: "button", className: "chip", "data-node-id": node.id },
+          { type: "button", className: "chip", "data-node-id": node.id, "data-level": node.level },
           el("span", { className: "chip-label" }, node.label),
           el("span", { className: "chip-meta" }, `L${node.level} · ${node.contribution.toFixed(3)}`),
         );
@@ -283,21 +283,66 @@ function drawSummary(review) {
   );
 }
 
-async function review(userId) {
-  const section = document.getElementById("review");
-  setStatus(`Loading ${userId}…`);
+// Level weights -----------------------------------------------------------------------------
+
+function drawWeightControls(userId, levels) {
+  const inputs = levels.map((level) =>
+    el("input", {
+      type: "range",
+      min: "0",
+      max: "1",
+      step: "0.05",
+      value: String(level.level_weight),
+      id: `weight-${level.level}`,
+      "aria-label": `Weight of level ${level.level}`,
+    }),
+  );
+  const values = inputs.map((input) => el("output", { for: input.id }, input.value));
+  const apply = el("button", { type: "button", id: "apply-weights" }, "Recommend with these weights");
+  const rows = inputs.map((input, index) => {
+    input.addEventListener("input", () => (values[index].textContent = input.value));
+    return el("label", { className: "weight" }, `Level ${index + 1} `, input, " ", values[index]);
+  });
+  apply.addEventListener("click", () => reweigh(userId, inputs.map((input) => Number(input.value))));
+  document.getElementById("weight-controls").replaceChildren(...rows, apply);
+}
+
+async function reweigh(userId, weights) {
+  if (!weights.some((weight) => weight > 0)) {
+    setStatus("Give at least one level a weight above 0.", true);
+    return;
+  }
+  const body = await fetchReview(userId, weights);
+  if (!body || !body.tree) return;
+  drawChart(body.levels);
+  drawRecommendations(body);
+  setStatus("");
+  document.body.dataset.weights = weights.join(",");
+}
+
+async function fetchReview(userId, weights) {
+  const query = weights ? `?level_weights=${weights.join(",")}` : "";
   let response;
   try {
-    response = await fetch(`/api/users/${encodeURIComponent(userId)}`);
+    response = await fetch(`/api/users/${encodeURIComponent(userId)}${query}`);
   } catch (error) {
-    section.hidden = true;
     setStatus(`Could not reach the service: ${error.message}`, true);
-    return;
+    return null;
   }
   const body = await response.json();
   if (!response.ok) {
-    section.hidden = true;
     setStatus(body.error || `HTTP ${response.status}`, true);
+    return null;
+  }
+  return body;
+}
+
+async function review(userId) {
+  const section = document.getElementById("review");
+  setStatus(`Loading ${userId}…`);
+  const body = await fetchReview(userId, null);
+  if (!body) {
+    section.hidden = true;
     return;
   }
   if (!body.tree) {
@@ -308,6 +353,7 @@ async function review(userId) {
   drawSummary(body);
   drawTree(body.tree.nodes);
   drawChart(body.levels);
+  drawWeightControls(userId, body.levels);
   drawRecommendations(body);
   drawRevisions(body);
   section.hidden = false;
