@@ -63,7 +63,7 @@ $(TS_STAMP): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
 sdk-ts: setup $(TS_STAMP)
 	cd $(TS_DIR) && INTEREST_TREE_BIN=$(abspath $(BIN))/interest-tree npm test
 
-# Debian's chromium for the review-page test (tests/test_review_page.py); needs root to install.
+# Debian's chromium for the review-page test (tests/server/test_review_page.py); needs root to install.
 browser:
 	@test -x $(CHROMIUM) || { \
 	  apt-get update -qq \

@@ -1,5 +1,5 @@
 """A real in-process server with its HTTP port (review page, /metrics) on free ports, for
-tests/test_metrics.py and tests/test_review_page.py."""
+tests/server/test_metrics.py and tests/server/test_review_page.py."""
 
 from __future__ import annotations
 

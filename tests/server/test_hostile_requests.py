@@ -14,8 +14,8 @@ from server.errors import MAX_VIOLATIONS
 from taxonomy.models import EVENT_TIME_MAX, EVENT_TIME_MIN
 
 from ..conftest import RunningServer
-from ..test_api import START, load_sample
 from .helpers import expect_code, expect_invalid, trailer_bytes, violations
+from .test_api import START, load_sample
 
 MIB = 1024 * 1024
 

@@ -14,8 +14,8 @@ from interesttree.v1 import catalog_pb2, interest_pb2
 from server.interceptors import ServiceInterceptor
 
 from ..conftest import RunningServer
-from ..test_api import load_sample
 from .helpers import detail, expect_code, reason
+from .test_api import load_sample
 
 SECRET = "db password is hunter2"
 

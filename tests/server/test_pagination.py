@@ -16,8 +16,8 @@ from server import pagination
 from taxonomy.errors import InvalidArgumentError
 
 from ..conftest import RunningServer
-from ..test_api import load_sample
 from .helpers import expect_invalid, reason
+from .test_api import load_sample
 
 
 def b64(payload: bytes | dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import pytest
 from interesttree.v1 import catalog_pb2
 
 from ..conftest import RunningServer
-from ..test_api import load_sample
+from .test_api import load_sample
 
 
 async def test_unary_calls_echo_the_request_id_in_trailers_only(

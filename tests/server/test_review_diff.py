@@ -20,7 +20,7 @@ from taxonomy.trees.diff import FIRST_REVISION, diff_trees, revision_summary
 
 from ..conftest import data_only_settings
 from ..http_server import ServerWithHttp, start_server_with_http
-from ..test_api import load_sample
+from .test_api import load_sample
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -17,8 +17,8 @@ from taxonomy.storage.sqlite import SqliteStore
 from taxonomy.trees.invariants import invariant_violations
 from taxonomy.trees.naming import NamingMode
 
-from .conftest import RunningServer, data_only_settings
-from .test_api import START, domain_tree, history_of, load_sample
+from ..conftest import RunningServer, data_only_settings
+from ..server.test_api import START, domain_tree, history_of, load_sample
 from .test_naming import ScriptedChat
 
 

@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.config import Settings
 from taxonomy.trees.naming import NamingMode
 
-from .conftest import data_only_settings
-from .http_server import ServerWithHttp, start_server_with_http
+from ..conftest import data_only_settings
+from ..http_server import ServerWithHttp, start_server_with_http
 from .test_api import load_sample
 
 PROMPT_TOKENS = 120

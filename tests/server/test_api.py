@@ -22,7 +22,7 @@ from server.demo import sample_requests
 from taxonomy.models import InterestNode, InterestTree, TextSource
 from taxonomy.trees.invariants import invariant_violations
 
-from .conftest import RunningServer, data_only_settings, start_server
+from ..conftest import RunningServer, data_only_settings, start_server
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 

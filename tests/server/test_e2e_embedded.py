@@ -24,7 +24,7 @@ from server.app import free_port
 from server.demo import sample_requests
 from taxonomy.trees.invariants import invariant_violations
 
-from .conftest import Stubs, make_stubs
+from ..conftest import Stubs, make_stubs
 from .test_api import domain_tree, history_of
 
 pytestmark = pytest.mark.e2e

@@ -22,11 +22,11 @@ from interesttree.v1 import catalog_pb2, interest_pb2, recommendation_pb2
 
 from server.http import MAX_RECOMMENDATIONS
 
-from .conftest import data_only_settings
-from .http_server import ServerWithHttp, start_server_with_http
+from ..conftest import data_only_settings
+from ..http_server import ServerWithHttp, start_server_with_http
 from .test_api import load_sample
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("INTEREST_TREE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless",

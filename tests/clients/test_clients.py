@@ -46,9 +46,9 @@ from interesttree.v1 import catalog_pb2, catalog_pb2_grpc, interest_pb2, interes
 
 from server.demo import sample_requests
 
-from .conftest import RunningServer
+from ..conftest import RunningServer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 START = datetime(2024, 1, 1, tzinfo=UTC)
 FAST_RETRY = RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.04)
 
