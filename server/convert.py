@@ -4,8 +4,8 @@ The conversion family is this module, `server/convert_trees.py` (interest trees,
 taxonomy) and `server/convert_recommendations.py` (recommendations): the only code that turns
 protobuf messages into domain objects and back (domain errors become google.rpc statuses in
 server/errors.py, page tokens are server/pagination.py's). Request validation lives here too:
-every problem of a request is collected into field violations (AIP-193 BadRequest) before anything is stored, and a value a
-violation quotes back is cut to `ECHO_CHARS`.
+every problem of a request is collected into field violations (AIP-193 BadRequest) before
+anything is stored, and a value a violation quotes back is cut to `ECHO_CHARS`.
 """
 
 from __future__ import annotations
