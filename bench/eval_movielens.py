@@ -32,19 +32,21 @@ from bench.metrics import METRIC_NAMES, Metrics, evaluate, metrics_from_ranks
 from bench.movielens_data import MovieLensSplits, load_movielens
 from server.app import Runtime, create_server
 from server.config import Settings
+from taxonomy.engine import EngineConfig
 from taxonomy.trees.naming import NamingMode
 from tests.conftest import Stubs, make_stubs
 
 PAGE = 10
 LEVEL_WEIGHT_GRID = [
-    (0.15, 0.25, 0.3, 0.3),
+    EngineConfig().default_level_weights,
     (1.0, 0.0, 0.0, 0.0),
     (0.0, 1.0, 0.0, 0.0),
-    (0.0, 0.0, 1.0, 0.0),
     (1.0, 1.0, 1.0, 1.0),
-    (0.1, 0.2, 0.7, 0.7),
-    (0.5, 0.3, 0.2, 0.2),
+    (0.1, 0.9, 0.9, 0.9),
+    (0.3, 0.7, 0.7, 0.7),
+    (0.5, 0.5, 0.5, 0.5),
 ]
+"""The defaults first; bench/level_sweep.py has the finer sweep with diversity measures."""
 
 
 def item_requests(data: MovieLensSplits) -> list[catalog_pb2.UpsertItemsRequest]:
