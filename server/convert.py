@@ -42,6 +42,8 @@ DEFAULT_RECOMMEND_PAGE_SIZE = 10
 MAX_RECOMMEND_PAGE_SIZE = 100
 MAX_BATCH_USERS = 100_000
 MAX_LEVEL_WEIGHT = 1e6
+MIN_LEVEL_WEIGHT = 1e-6
+"""A non-zero level weight below this underflows the fused vector to zero: refused."""
 ECHO_CHARS = 80
 
 # fullmatch everywhere: `$` would also accept a trailing newline ("users/a\n").
@@ -283,16 +285,19 @@ def users_from_batch_request(request: interest_pb2.BatchBuildInterestTreesReques
 
 
 def level_weights_from_request(values: Sequence[float]) -> list[float] | None:
-    """Per-request level weights, each finite in [0, MAX_LEVEL_WEIGHT] with a positive sum, so
-    that neither their sum nor their products with unit vectors can overflow."""
+    """Per-request level weights, each 0 or finite in [MIN_LEVEL_WEIGHT, MAX_LEVEL_WEIGHT]
+    with a positive sum, so that their sum and their products with unit vectors neither
+    overflow nor underflow to a zero vector."""
     if not values:
         return None
     errors = ViolationCollector()
     for position, value in enumerate(values):
-        if not (math.isfinite(value) and 0 <= value <= MAX_LEVEL_WEIGHT):
+        if not (
+            value == 0 or (math.isfinite(value) and MIN_LEVEL_WEIGHT <= value <= MAX_LEVEL_WEIGHT)
+        ):
             errors.add(
                 f"level_weights[{position}]",
-                f"must be finite, non-negative and at most {MAX_LEVEL_WEIGHT:,.0f}",
+                f"must be 0 or between {MIN_LEVEL_WEIGHT:g} and {MAX_LEVEL_WEIGHT:,.0f}",
             )
     total = math.fsum(values) if not errors.violations else 0.0
     if not errors.violations and not (math.isfinite(total) and total > 0):

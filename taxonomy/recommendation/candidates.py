@@ -41,7 +41,8 @@ class Pool:
 
 def nearest(index: VectorIndex, vector: NDArray[np.float64], k: int, pool: Pool) -> list[str]:
     """Up to k ids of the pool nearest to `vector`, best first."""
-    if k <= 0 or len(index) == 0:
+    norm = float(np.linalg.norm(vector))
+    if k <= 0 or len(index) == 0 or not (np.isfinite(norm) and norm > 0):
         return []
     hits = index.query(vector, k, exclude=pool.exclude, allow=pool.allowed)
     return [item_id for item_id, _ in hits]

@@ -70,8 +70,8 @@ class RecommendRequest(_message.Message):
     @_builtins.property
     def level_weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Optional weight of each level in the fused vector, level 1 first. Empty means the configured
-        defaults. Values must be finite and non-negative with a positive sum; they are used as given,
-        and levels beyond the list get weight 0.
+        defaults. Each value must be 0 or between 1e-6 and 1e6; they are used as given, and levels
+        beyond the list get weight 0 (if that leaves no weight on the tree, the defaults apply).
         """
 
     @_builtins.property
