@@ -9,7 +9,6 @@ hashes words, which starts in seconds instead of loading torch.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -18,7 +17,6 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -35,10 +33,11 @@ from interesttree.v1 import (
     recommendation_pb2_grpc,
 )
 
+from server.demo import sample_requests as demo_sample_requests
+
 from .support import CALL_TIMEOUT_S, SAMPLE_USERS, START, Code, Outcome, invoke
 
 START_TIMEOUT_S = 240.0
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "server" / "sample"
 # Run first in the child, then exec'd into the server: on Linux the server gets SIGKILL when
 # the test process dies (even by a timeout's os._exit), so no server outlives its test. Not a
 # preexec_fn: that forces fork(), and gRPC's fork handlers can deadlock the test process.
@@ -180,28 +179,8 @@ def start_server(
 
 def sample_requests() -> tuple[catalog_pb2.UpsertItemsRequest, interest_pb2.RecordEventsRequest]:
     """The shipped sample (server/sample/*.json): 49 items, and the events of alice, bob and
-    carol, one a day from START. Read as files, so the tests never import the server."""
-    catalog = json.loads((SAMPLE_DIR / "catalog.json").read_text())["items"]
-    users = json.loads((SAMPLE_DIR / "users.json").read_text())["users"]
-    items = catalog_pb2.UpsertItemsRequest()
-    for entry in catalog:
-        items.items.add(
-            name=f"items/{entry['item_id']}",
-            title=entry["title"],
-            description=entry["description"],
-            categories=entry["categories"],
-            tags=entry["tags"],
-        )
-    events = interest_pb2.RecordEventsRequest(request_id="sample-events-v1")
-    for user in users:
-        for day, item_id in enumerate(user["items"]):
-            event = events.events.add(
-                user=f"users/{user['user_id']}",
-                item=f"items/{item_id}",
-                type=interest_pb2.EVENT_TYPE_VIEW,
-            )
-            event.event_time.FromDatetime(START + timedelta(days=day))
-    return items, events
+    carol, one a day from START, built as the demo builds them."""
+    return demo_sample_requests(START)
 
 
 def load_sample(server: ServerProcess) -> None:
