@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from server.health import ServiceHealth
 from server.http import HttpServer, create_http_app, start_http
 from server.interceptors import ServiceInterceptor
 from server.metrics import LlmBackend, ServiceMetrics
+from server.processes import free_port
 from server.servicers import SERVICE_NAMES, add_services
 from taxonomy.embedder import (
     OpenAIEmbedder,
@@ -221,12 +221,6 @@ class Runtime:
             await self.chat.close()
         if self.supervisor is not None:
             await self.supervisor.stop()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def _make_embedder(settings: Settings) -> Embedder:

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import json
 import logging
 import os
 import signal
-import socket
-import sys
 import tempfile
 import time
 import weakref
@@ -25,13 +21,20 @@ from typing import IO
 
 import httpx
 
-__all__ = ["VllmSupervisor", "cpu_bind_spec"]
+from server.processes import (
+    die_with_parent,
+    free_port,
+    kill_group,
+    probe_ok,
+    tail_lines,
+    vllm_command,
+    vllm_environment,
+)
+
+__all__ = ["VllmSupervisor"]
 
 logger = logging.getLogger(__name__)
 
-# Without disable_any_whitespace a 135M model pads JSON with whitespace (which the grammar
-# allows) until max_tokens and the output is cut off.
-_STRUCTURED_OUTPUTS_CONFIG = json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})
 
 _READY_POLL_INTERVAL_S = 0.5
 _LIVENESS_INTERVAL_S = 10.0
@@ -43,57 +46,6 @@ _BACKOFF_INITIAL_S = 1.0
 _BACKOFF_MAX_S = 30.0
 _MAX_RESTARTS_WITHOUT_READY = 5
 _LOG_TAIL_LINES = 30
-
-
-def cpu_bind_spec(cpus: set[int] | None = None) -> str:
-    """Format the CPUs this process may use as vLLM's ``VLLM_CPU_OMP_THREADS_BIND`` ranges.
-
-    Uses the affinity mask rather than ``os.cpu_count()`` so that containers / taskset limits
-    are respected; binding OpenMP threads to CPUs we may not run on fails at startup.
-    """
-    cores = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
-    if not cores:
-        raise ValueError("no CPUs available")
-    ranges: list[str] = []
-    start = prev = cores[0]
-    for core in cores[1:]:
-        if core != prev + 1:
-            ranges.append(f"{start}-{prev}" if start != prev else str(start))
-            start = core
-        prev = core
-    ranges.append(f"{start}-{prev}" if start != prev else str(start))
-    return ",".join(ranges)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM when the parent dies (Linux only)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _free_port(host: str) -> int:
-    # There is a window between closing this socket and vLLM binding the port; acceptable on
-    # loopback, and a lost race just looks like a failed start that the caller sees.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
-    """Signal a whole process group; False if it no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        # The pgid was recycled by a process we do not own: nothing of ours is left there.
-        return False
-    return True
 
 
 class VllmSupervisor:
@@ -177,54 +129,18 @@ class VllmSupervisor:
 
     def command(self) -> list[str]:
         """The argv used to start vLLM."""
-        return [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(self._model_path),
-            "--served-model-name",
+        return vllm_command(
+            self._model_path,
             self._served_model_name,
-            "--host",
             self._host,
-            "--port",
-            str(self.port),
-            # CUDA-graph-style compilation costs ~1-2 min at startup on CPU for no gain at
-            # this model size (26-29 s to ready with it off vs 83-136 s).
-            "--enforce-eager",
-            "--dtype",
-            "bfloat16",
-            "--max-model-len",
-            str(self._max_model_len),
-            "--structured-outputs-config",
-            _STRUCTURED_OUTPUTS_CONFIG,
-            # Our own /health probes every 10 s would otherwise dominate the log.
-            "--disable-uvicorn-access-log",
-            *self._extra_args,
-        ]
+            self.port,
+            self._max_model_len,
+            self._extra_args,
+        )
 
     def environment(self) -> dict[str, str]:
         """The environment used to start vLLM."""
-        env = dict(os.environ)
-        # CPU placement may be overridden by the operator (e.g. to keep a core free for the
-        # gRPC service): OpenMP threads spin-wait at barriers, so a pinned vLLM thread that
-        # shares its core with another busy process slows every forward pass many times over.
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_bind_spec())
-        # vLLM's default reserves a core for its frontend; with 2 cores that halves throughput.
-        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        env.update(
-            {
-                "VLLM_CPU_KVCACHE_SPACE": str(self._kv_cache_gib),
-                # Everything is local; a hub lookup would hang or fail without internet.
-                "HF_HUB_OFFLINE": "1",
-                "TRANSFORMERS_OFFLINE": "1",
-                "VLLM_NO_USAGE_STATS": "1",
-                "DO_NOT_TRACK": "1",
-                # Unbuffered, so the log tail in our error messages is current.
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        return env
+        return vllm_environment(self._kv_cache_gib)
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -235,7 +151,7 @@ class VllmSupervisor:
         if not (self._model_path / "config.json").is_file():
             raise FileNotFoundError(f"not a Hugging Face checkpoint directory: {self._model_path}")
         if self._port is None:
-            self._port = _free_port(self._host)
+            self._port = free_port(self._host)
         if self._log_path is None:
             fd, name = tempfile.mkstemp(prefix=f"vllm-{self._port}-", suffix=".log")
             os.close(fd)
@@ -325,7 +241,7 @@ class VllmSupervisor:
             # engine-core and other helper processes too.
             start_new_session=True,
             # If this process is SIGKILLed no finalizer runs; the kernel then signals vLLM.
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     def _adopt(self, proc: asyncio.subprocess.Process) -> None:
@@ -334,7 +250,7 @@ class VllmSupervisor:
             self._finalizer.detach()
         # Safety net if the owner never calls stop() (exception, sys.exit): kill the group when
         # this object is collected or at interpreter exit. It holds only the pid, not self.
-        self._finalizer = weakref.finalize(self, _kill_group, proc.pid, signal.SIGKILL)
+        self._finalizer = weakref.finalize(self, kill_group, proc.pid, signal.SIGKILL)
 
     async def _supervise(self, proc: asyncio.subprocess.Process) -> None:
         failures_in_a_row = 0
@@ -344,7 +260,7 @@ class VllmSupervisor:
             code = proc.returncode
             # Reap helpers (engine core) that outlived the API server so they do not keep
             # memory or the port.
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             if self._stopping:
                 return
             self._set_ready(False)
@@ -400,7 +316,7 @@ class VllmSupervisor:
                         # restart path below.
                         logger.error("vLLM unresponsive; killing pid %d", proc.pid)
                         self._set_ready(False)
-                        _kill_group(proc.pid)
+                        kill_group(proc.pid)
                 await exited
         finally:
             if not exited.done():
@@ -410,32 +326,21 @@ class VllmSupervisor:
     async def _probe(
         self, client: httpx.AsyncClient, path: str, *, expect_model: bool = False
     ) -> bool:
-        base = f"http://{self._host}:{self.port}"
-        try:
-            response = await client.get(base + path)
-        except httpx.HTTPError:
-            return False
-        if response.status_code != 200:
-            return False
-        if not expect_model:
-            return True
-        # The free port is chosen before vLLM binds it; checking the model name makes sure a
-        # 200 comes from our server and not from whatever else grabbed the port meanwhile.
-        try:
-            models = response.json().get("data", [])
-            return any(m.get("id") == self._served_model_name for m in models)
-        except (ValueError, AttributeError, TypeError):
-            return False
+        return await probe_ok(
+            client,
+            f"http://{self._host}:{self.port}{path}",
+            self._served_model_name if expect_model else None,
+        )
 
     async def _terminate(self, proc: asyncio.subprocess.Process, grace: float) -> None:
-        if proc.returncode is None and _kill_group(proc.pid, signal.SIGTERM):
+        if proc.returncode is None and kill_group(proc.pid, signal.SIGTERM):
             try:
                 await asyncio.wait_for(proc.wait(), grace)
             except TimeoutError:
                 logger.warning("vLLM did not exit within %.0f s; sending SIGKILL", grace)
         # Always finish with SIGKILL to the group: the API server may exit on SIGTERM while a
         # helper process is still shutting down (or stuck).
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         if proc.returncode is None:
             await proc.wait()
         if self._finalizer is not None:
@@ -471,14 +376,4 @@ class VllmSupervisor:
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> list[str]:
         """The last ``lines`` lines of the vLLM log."""
-        if self._log_path is None:
-            return []
-        try:
-            with self._log_path.open("rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                fh.seek(max(0, size - 64 * 1024))
-                data = fh.read()
-        except OSError:
-            return []
-        return data.decode("utf-8", errors="replace").splitlines()[-lines:]
+        return tail_lines(self._log_path, lines) if self._log_path is not None else []

@@ -20,8 +20,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from interesttree.v1 import admin_pb2, catalog_pb2, interest_pb2, recommendation_pb2
 
-from server.app import free_port
 from server.demo import sample_requests
+from server.processes import free_port
 from taxonomy.trees.invariants import invariant_violations
 
 from ..conftest import Stubs, make_stubs
