@@ -67,8 +67,10 @@ class NodeScores:
 
     def beta(self, blend: float) -> float:
         """Scale of the next-item score that ranks like the standardised-score blend."""
+        if not self.items or blend <= 0:
+            return 0.0
         spread = float(self.exact.sum(axis=0).std())
-        if spread == 0 or blend <= 0:
+        if not spread > 0:
             return 0.0
         return (1 - blend) / blend * float(self.fused.sum(axis=0).std()) / spread
 
