@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -171,9 +173,18 @@ def baselines(data: MovieLensSplits) -> dict[str, tuple[Metrics, Metrics, str]]:
     return results
 
 
-async def run_pass(
-    data: MovieLensSplits, *, for_test: bool, weight_grid: Sequence[Sequence[float]], workdir: Path
-) -> tuple[dict[tuple[float, ...], Metrics], dict[str, float]]:
+@dataclass
+class LoadedService:
+    stubs: Stubs
+    settings: Settings
+    timings: dict[str, float]
+
+
+@contextlib.asynccontextmanager
+async def loaded_service(
+    data: MovieLensSplits, *, for_test: bool, workdir: Path
+) -> AsyncIterator[LoadedService]:
+    """A fresh server on a real port over real files, loaded with one split's history."""
     settings = Settings(
         data_dir=workdir / ("test" if for_test else "validation"),
         embedded_llm=False,
@@ -186,19 +197,26 @@ async def run_pass(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stubs = make_stubs(channel)
             timings = await load_service(stubs, data, for_test=for_test)
-            results: dict[tuple[float, ...], Metrics] = {}
-            started = time.perf_counter()
-            for weights in weight_grid:
-                ranks = await service_ranks(stubs, data, for_test=for_test, level_weights=weights)
-                results[tuple(weights)] = metrics_from_ranks(ranks)
-                print(
-                    f"  weights {weights}: NDCG@10 {results[tuple(weights)].ndcg10:.4f}", flush=True
-                )
-            timings["recommend"] = (time.perf_counter() - started) / len(weight_grid)
-            return results, timings
+            yield LoadedService(stubs, settings, timings)
     finally:
         await server.stop(1)
         await runtime.close()
+
+
+async def run_pass(
+    data: MovieLensSplits, *, for_test: bool, weight_grid: Sequence[Sequence[float]], workdir: Path
+) -> tuple[dict[tuple[float, ...], Metrics], dict[str, float]]:
+    async with loaded_service(data, for_test=for_test, workdir=workdir) as service:
+        results: dict[tuple[float, ...], Metrics] = {}
+        started = time.perf_counter()
+        for weights in weight_grid:
+            ranks = await service_ranks(
+                service.stubs, data, for_test=for_test, level_weights=weights
+            )
+            results[tuple(weights)] = metrics_from_ranks(ranks)
+            print(f"  weights {weights}: NDCG@10 {results[tuple(weights)].ndcg10:.4f}", flush=True)
+        service.timings["recommend"] = (time.perf_counter() - started) / len(weight_grid)
+        return results, service.timings
 
 
 def table(rows: list[tuple[str, Metrics, Metrics, str]]) -> str:

@@ -29,19 +29,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
 import numpy as np
 from interesttree.v1 import recommendation_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.eval_movielens import load_service
+from bench.eval_movielens import loaded_service
 from bench.metrics import Metrics, metrics_from_ranks
 from bench.movielens_data import MovieLensSplits, load_movielens
-from server.app import Runtime, create_server
-from server.config import Settings
-from taxonomy.trees.naming import NamingMode
-from tests.conftest import Stubs, make_stubs
+from tests.conftest import Stubs
 
 PAGE = 10
 ONE_HOT = ((1.0, 0.0), (0.0, 1.0))
@@ -245,59 +241,44 @@ def hit_rate(data: MovieLensSplits, lists: Sequence[Sequence[str]], *, for_test:
 async def run_pass(
     data: MovieLensSplits, *, for_test: bool, grid: Sequence[Sequence[float]], workdir: Path
 ) -> tuple[dict[str, ListStats], list[str]]:
-    settings = Settings(
-        data_dir=workdir / ("test" if for_test else "validation"),
-        embedded_llm=False,
-        naming_mode=NamingMode.OFF,
-    )
-    runtime = await Runtime.create(settings)
-    server, port = create_server("127.0.0.1:0", runtime.engine, runtime.health)
-    await server.start()
     catalog = Catalog(data, for_test=for_test)
     rows: dict[str, ListStats] = {}
     notes: list[str] = []
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stubs = make_stubs(channel)
-            await load_service(stubs, data, for_test=for_test)
-            wanted = await level_one_interests(stubs, data)
-            level1 = await user_lists(stubs, data, ONE_HOT[0], PAGE)
-            level1.user_interests = wanted
-            for weights in grid:
-                lists = (
-                    level1
-                    if tuple(weights) == ONE_HOT[0]
-                    else await user_lists(stubs, data, weights, PAGE)
-                )
-                lists.user_interests = wanted
-                rows[f"w = {tuple(weights)}"] = stats(
-                    data, catalog, lists, level1, for_test=for_test
-                )
-            default = tuple(runtime.settings.level_weights)
-            quota = await user_lists(stubs, data, default, PAGE, quota=3)
-            quota.user_interests = wanted
-            rows[f"w = default {default}, interest_quota 3"] = stats(
-                data, catalog, quota, level1, for_test=for_test
+    async with loaded_service(data, for_test=for_test, workdir=workdir) as service:
+        stubs = service.stubs
+        wanted = await level_one_interests(stubs, data)
+        level1 = await user_lists(stubs, data, ONE_HOT[0], PAGE)
+        level1.user_interests = wanted
+        for weights in grid:
+            lists = (
+                level1
+                if tuple(weights) == ONE_HOT[0]
+                else await user_lists(stubs, data, weights, PAGE)
             )
-            fused, scores = await scored_lists(stubs, data, default, 100)
-            fused.user_interests = wanted
-            for lam in MMR_LAMBDAS:
-                rows[f"MMR λ = {lam} on the default list"] = stats(
-                    data, catalog, mmr(fused, scores, catalog, lam), level1, for_test=for_test
-                )
-            slates = await slate_lists(stubs, data)
-            flat = await user_lists(stubs, data, default, SLATES[0] * SLATES[1])
-            notes.append(
-                f"Slates (level 1, {SLATES[0]} interests x {SLATES[1]} items): hit rate "
-                f"{hit_rate(data, slates.items, for_test=for_test):.4f}, ILD "
-                f"{np.mean([catalog.ild(x) for x in slates.items]):.3f}; flat list of "
-                f"{SLATES[0] * SLATES[1]}: hit rate "
-                f"{hit_rate(data, flat.items, for_test=for_test):.4f}, "
-                f"ILD {np.mean([catalog.ild(x) for x in flat.items]):.3f}."
+            lists.user_interests = wanted
+            rows[f"w = {tuple(weights)}"] = stats(data, catalog, lists, level1, for_test=for_test)
+        default = tuple(service.settings.level_weights)
+        quota = await user_lists(stubs, data, default, PAGE, quota=3)
+        quota.user_interests = wanted
+        rows[f"w = default {default}, interest_quota 3"] = stats(
+            data, catalog, quota, level1, for_test=for_test
+        )
+        fused, scores = await scored_lists(stubs, data, default, 100)
+        fused.user_interests = wanted
+        for lam in MMR_LAMBDAS:
+            rows[f"MMR λ = {lam} on the default list"] = stats(
+                data, catalog, mmr(fused, scores, catalog, lam), level1, for_test=for_test
             )
-    finally:
-        await server.stop(1)
-        await runtime.close()
+        slates = await slate_lists(stubs, data)
+        flat = await user_lists(stubs, data, default, SLATES[0] * SLATES[1])
+        notes.append(
+            f"Slates (level 1, {SLATES[0]} interests x {SLATES[1]} items): hit rate "
+            f"{hit_rate(data, slates.items, for_test=for_test):.4f}, ILD "
+            f"{np.mean([catalog.ild(x) for x in slates.items]):.3f}; flat list of "
+            f"{SLATES[0] * SLATES[1]}: hit rate "
+            f"{hit_rate(data, flat.items, for_test=for_test):.4f}, "
+            f"ILD {np.mean([catalog.ild(x) for x in flat.items]):.3f}."
+        )
     return rows, notes
 
 
