@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,8 +50,10 @@ class UserProfile:
             [self.interests[row]],
         )
 
-    def holds(self, item_id: str) -> bool:
-        return any(item_id in node.evidence_items for node in self.nodes)
+    @cached_property
+    def held_items(self) -> frozenset[str]:
+        """Every history item some node of the profile holds."""
+        return frozenset(item for node in self.nodes for item in node.evidence_items)
 
     def item_shares(self, history_items: Sequence[str]) -> NDArray[np.float64]:
         """(nodes, history items): how each item's re-ranker term is split over the nodes.

@@ -97,7 +97,7 @@ def node_scores(
     if reranker is not None and reranker.history and kept:
         # History items no node holds (no vector on any level's time scale) have no node to
         # go to, so they are left out of the score as well.
-        held = [k for k, item_id in enumerate(reranker.history) if profile.holds(item_id)]
+        held = [k for k, item_id in enumerate(reranker.history) if item_id in profile.held_items]
         history = [reranker.history[k] for k in held]
         terms = reranker.weights[held, None] * reranker.transitions(history, kept)
         exact = profile.item_shares(history) @ terms

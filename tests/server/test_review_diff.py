@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,9 +16,7 @@ from taxonomy.engine import EngineConfig
 from taxonomy.models import InterestNode, InterestTree, TreeDiff
 from taxonomy.trees.diff import FIRST_REVISION, diff_trees, revision_summary
 
-from ..conftest import data_only_settings
-from ..http_server import ServerWithHttp, start_server_with_http
-from .test_api import load_sample
+from ..http_server import ServerWithHttp
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -73,27 +69,6 @@ def test_diffs_stored_before_the_new_fields_still_load() -> None:
 class PoisonedStore:
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"the review page touched engine.store.{name}")
-
-
-@pytest.fixture
-async def reviewed(tmp_path: Path) -> AsyncIterator[ServerWithHttp]:
-    served = await start_server_with_http(data_only_settings(tmp_path / "data"))
-    try:
-        await load_sample(served.running)
-        interests = served.running.stubs.interests
-        alice = interest_pb2.BuildInterestTreeRequest(user="users/alice")
-        await interests.BuildInterestTree(alice)
-        later = interest_pb2.RecordEventsRequest()
-        for hour, item in enumerate(("dracula", "carmilla", "frankenstein")):
-            event = later.events.add(
-                user="users/alice", item=f"items/{item}", type=interest_pb2.EVENT_TYPE_LIKE
-            )
-            event.event_time.FromDatetime(datetime(2024, 3, 1, tzinfo=UTC) + timedelta(hours=hour))
-        await interests.RecordEvents(later)
-        await interests.BuildInterestTree(alice)
-        yield served
-    finally:
-        await served.stop()
 
 
 async def test_the_page_shows_the_stored_diff_with_the_api_wording(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +20,7 @@ from interesttree.v1 import catalog_pb2, interest_pb2, recommendation_pb2
 
 from server.http import MAX_RECOMMENDATIONS
 
-from ..conftest import data_only_settings
-from ..http_server import ServerWithHttp, start_server_with_http
-from .test_api import load_sample
+from ..http_server import ServerWithHttp
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("INTEREST_TREE_CHROMIUM", "/usr/bin/chromium")
@@ -37,31 +33,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# Alice reads three Gothic novels after her first tree, so her second revision has changes.
-LATER_READS = ("dracula", "carmilla", "frankenstein")
-
-
-@pytest.fixture
-async def reviewed(tmp_path: Path) -> AsyncIterator[ServerWithHttp]:
-    """A live server holding the sample, with two revisions of alice's tree and no tree for
-    bob or carol."""
-    served = await start_server_with_http(data_only_settings(tmp_path / "data"))
-    try:
-        await load_sample(served.running)
-        interests = served.running.stubs.interests
-        alice = interest_pb2.BuildInterestTreeRequest(user="users/alice")
-        await interests.BuildInterestTree(alice)
-        later = interest_pb2.RecordEventsRequest()
-        for hour, item in enumerate(LATER_READS):
-            event = later.events.add(
-                user="users/alice", item=f"items/{item}", type=interest_pb2.EVENT_TYPE_LIKE
-            )
-            event.event_time.FromDatetime(datetime(2024, 3, 1, tzinfo=UTC) + timedelta(hours=hour))
-        await interests.RecordEvents(later)
-        await interests.BuildInterestTree(alice)
-        yield served
-    finally:
-        await served.stop()
 
 
 async def item_titles(served: ServerWithHttp) -> dict[str, str]:
