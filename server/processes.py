@@ -3,7 +3,6 @@ parent-death signal, CPU binding, and vLLM's command line and environment."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -49,16 +48,6 @@ def cpu_bind_spec(cpus: set[int] | None = None) -> str:
     return ",".join(ranges)
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM when the parent dies (Linux only)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
     """Signal a whole process group; False if it no longer exists."""
     try:
@@ -69,6 +58,24 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
         # The pgid was recycled by a process we do not own: nothing of ours is left there.
         return False
     return True
+
+
+# Runs in a fresh interpreter that then execs the real command: the parent-death signal set
+# here survives exec. A preexec_fn would run Python in a child forked from a process whose
+# gRPC threads may hold locks (a demo start segfaulted that way, code -11, with "Other threads
+# are currently calling into gRPC, skipping fork() handlers"); without one, subprocess forks
+# and execs in C.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
+
+
+def dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """`argv` run so that it gets SIGTERM when this process dies, even by SIGKILL."""
+    return [sys.executable, "-c", _DIE_WITH_PARENT, *argv]
 
 
 def vllm_command(

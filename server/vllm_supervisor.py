@@ -22,7 +22,7 @@ from typing import IO
 import httpx
 
 from server.processes import (
-    die_with_parent,
+    dying_with_parent,
     free_port,
     kill_group,
     probe_ok,
@@ -232,7 +232,7 @@ class VllmSupervisor:
 
     async def _exec(self, argv: list[str], log: IO[bytes]) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
-            *argv,
+            *dying_with_parent(argv),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
@@ -240,8 +240,6 @@ class VllmSupervisor:
             # Own session => own process group (pgid == pid), so one killpg reaches vLLM's
             # engine-core and other helper processes too.
             start_new_session=True,
-            # If this process is SIGKILLed no finalizer runs; the kernel then signals vLLM.
-            preexec_fn=die_with_parent,
         )
 
     def _adopt(self, proc: asyncio.subprocess.Process) -> None:
