@@ -441,7 +441,7 @@ async def test_async_client_retries_only_idempotent_calls_on_retryable_codes(
         state.fail_get_item = 2
         assert (await client.get_item("items/x")).title == "Found"
         assert len(state.get_item_deadlines) == 3
-        assert 4.0 < state.get_item_deadlines[0] <= 5.0
+        assert 4.0 < state.get_item_deadlines[0] < 5.1  # gRPC rounds the timeout up
 
         assert len((await client.list_items()).items) == 1
         assert state.list_items == 2
