@@ -32,9 +32,19 @@ demo: setup
 serve: setup
 	$(BIN)/interest-tree serve
 
+# protoc and the gRPC stub generator, in a venv of their own: an old grpcio-tools, so that the
+# SDK's generated code runs on the old protobuf and grpcio runtimes it declares.
+PROTO_VENV ?= .venv-proto
+PROTO_STAMP := $(PROTO_VENV)/.installed
+
+$(PROTO_STAMP): scripts/proto-requirements.txt
+	$(PYTHON) -m venv $(PROTO_VENV)
+	$(PROTO_VENV)/bin/pip install --quiet -r scripts/proto-requirements.txt
+	touch $@
+
 # The one command that regenerates every generated file (Python and TypeScript) with buf.
-proto: setup $(NODE_STAMP)
-	PYTHON=$(BIN)/python scripts/gen-proto
+proto: setup $(PROTO_STAMP) $(NODE_STAMP)
+	PYTHON=$(BIN)/python PROTOC_PYTHON=$(PROTO_VENV)/bin/python scripts/gen-proto
 
 GENERATED := clients/python/src/interesttree/v1 $(TS_DIR)/src/gen
 
@@ -77,7 +87,8 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy server taxonomy index bench tests
-	cd clients/python/src && $(abspath $(BIN))/mypy --cache-dir $(abspath .mypy_cache) -p interesttree
+	# The installed SDK and its README's examples, with no config of ours, as a user sees them.
+	$(BIN)/python scripts/check-sdk-types --cache-dir $(abspath .mypy_cache)/sdk
 
 unit: setup
 	$(BIN)/python -m pytest -m "not e2e"
@@ -89,4 +100,4 @@ test: setup check-proto buf-lint buf-breaking lint typecheck sdk-ts
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) node_modules $(TS_DIR)/node_modules $(TS_DIR)/dist var
+	rm -rf $(VENV) $(PROTO_VENV) node_modules $(TS_DIR)/node_modules $(TS_DIR)/dist var

@@ -3,6 +3,16 @@
     .venv/bin/python bench/taxonomy_eval.py [--users N] [--roles off,choose,free]
         [--model-users 30] [--in-flight 2] [--model-budget-s 780]
         [--out bench/results/taxonomy_eval.md]
+    .venv/bin/python bench/taxonomy_eval.py --catalog-taxonomy [--taxonomy-model]
+        [--out bench/results/taxonomy_eval_catalog.md]
+
+`--catalog-taxonomy` measures the catalog taxonomy (issue 9) instead: per variant (categories
+withheld or sent) and space (collaborative or text vectors), the per-user builder's trees,
+then RefreshModels builds the taxonomy and every user's tree is rebuilt as its projection,
+scored with the same AMI against the human paths as the k-means baseline of the same run, with
+the labels' readability rate. `--taxonomy-model` also names the taxonomy with the embedded
+vLLM and reports the naming cost (requests, seconds, tokens), a rebuild's requests (the names
+are cached) and model requests per 1,000 users.
 
 Drives the real engine in process (`InterestEngine` over SQLite, hnswlib files and the packaged
 all-MiniLM embedder; for model roles the embedded vLLM that `Runtime.create` starts with default
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import os
@@ -943,6 +954,455 @@ def render(r: Report) -> list[str]:
     return lines
 
 
+# The catalog taxonomy (issue 9): users' trees as projections onto one named taxonomy ----------
+
+
+@dataclass
+class TaxonomyRun:
+    variant: str
+    space: str
+    builder: RunMetrics
+    projection: RunMetrics
+    baseline: RunMetrics
+    taxonomy_nodes: int
+    taxonomy_depth: int
+    clusters: int
+    readable_taxonomy: float
+    readable_projection: float
+    readable_builder: float
+    build_s: float
+    examples: list[str]
+    problems: Counter[str]
+
+
+@dataclass
+class TaxonomyNamingRun:
+    variant: str
+    space: str
+    clusters: int
+    requests: int
+    cached: int
+    single_candidate: int
+    failures: int
+    labels_changed: int
+    tokens: int
+    naming_s: float
+    rebuild_requests: int
+    user_requests: int
+    users: int
+    readable: float
+    from_model: float
+    ami: dict[int, tuple[float, int]]
+    examples: list[str]
+    problems: Counter[str]
+
+
+def readable_share(labels: Sequence[str]) -> tuple[float, Counter[str]]:
+    from taxonomy.shared_taxonomy.catalog import readability_problem
+
+    problems = Counter(p for p in (readability_problem(label) for label in labels) if p)
+    return 1 - sum(problems.values()) / max(1, len(labels)), problems
+
+
+def tree_labels(run: RunSummary) -> list[str]:
+    return [node.label for tree in run.trees for node in tree.nodes]
+
+
+def engine_config(mode: NamingMode, space: str, budget_s: float | None = None) -> EngineConfig:
+    from taxonomy.shared_taxonomy.service import CatalogTaxonomyNaming
+
+    return EngineConfig(
+        naming_mode=mode,
+        collaborative=EngineConfig().collaborative if space == "collaborative" else None,
+        taxonomy_naming=CatalogTaxonomyNaming(budget_s=budget_s),
+    )
+
+
+async def open_taxonomy_engine(
+    directory: Path,
+    embedder: Embedder,
+    chat: ChatModel | None,
+    config: EngineConfig,
+    items: Sequence[Item],
+    data: MagazineData,
+) -> InterestEngine:
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    store = SqliteStore(directory / "interest-tree.sqlite3")
+    engine = InterestEngine(store, directory, embedder, chat, config)
+    await engine.start()
+    await engine.catalog.upsert_items(items)
+    await engine.events.record_events(
+        data.events_in_time_order(), request_id="amazon-magazine-5core"
+    )
+    return engine
+
+
+def taxonomy_examples(engine: InterestEngine, count: int = 8) -> list[str]:
+    catalog = engine.catalog_taxonomy
+    assert catalog is not None
+    picked = [n for n in catalog.nodes if n.kind == "cluster"][:count]
+    return [
+        f"`{n.label}` (level {n.level}, {len(n.items)} items, "
+        f"{'model' if n.label_source is TextSource.MODEL else 'data'})"
+        for n in picked
+    ]
+
+
+async def catalog_taxonomy_runs(
+    data: MagazineData,
+    users: Sequence[str],
+    embedder: Embedder,
+    matcher: LabelMatcher,
+    workdir: Path,
+    variants: dict[str, dict[str, Item]],
+    spaces: Sequence[str],
+) -> list[TaxonomyRun]:
+    """Per variant and space: the per-user builder (no RefreshModels), then RefreshModels
+    builds the catalog taxonomy and every user's tree is rebuilt as its projection; the k-means
+    baseline runs on the same engine's stored vectors. Naming off: structure only."""
+    results: list[TaxonomyRun] = []
+    for variant, items in variants.items():
+        builder: RunSummary | None = None
+        for space in spaces:
+            tag = f"{variant}/{space}"
+            engine = await open_taxonomy_engine(
+                workdir / f"taxonomy-{variant}-{space}",
+                embedder,
+                None,
+                engine_config(NamingMode.OFF, space),
+                list(items.values()),
+                data,
+            )
+            try:
+                if builder is None:
+                    # The per-user builder reads no vectors of the refresh: once per variant.
+                    log(f"[taxonomy {tag}] builder trees (before RefreshModels)")
+                    builder = RunSummary(
+                        "builder (per user)",
+                        variant,
+                        await build_trees(engine, users, in_flight=1, label=f"builder/{tag}"),
+                    )
+                begin = time.perf_counter()
+                await engine.refresher.refresh_models()
+                build_s = time.perf_counter() - begin
+                catalog = engine.catalog_taxonomy
+                assert catalog is not None
+                assert catalog.last_build is not None
+                log(
+                    f"[taxonomy {tag}] taxonomy: {catalog.last_build.nodes} nodes, "
+                    f"space {catalog.last_build.space}, {build_s:.1f} s; projecting"
+                )
+                projection = RunSummary(
+                    "taxonomy projection",
+                    variant,
+                    await build_trees(engine, users, in_flight=1, label=f"projection/{tag}"),
+                )
+                vectors = await stored_vectors(engine)
+                taxonomy_labels = [node.label for node in catalog.nodes]
+                examples = taxonomy_examples(engine)
+                stats = catalog.last_build
+            finally:
+                await close_engine(engine)
+            baseline = baseline_run(data, users, vectors, items, variant)
+            texts = [
+                node.label
+                for run in (builder, projection, baseline)
+                for tree in run.trees
+                for node in tree.nodes
+                if node.level == 1
+            ]
+            texts.extend({m.path[0] for m in data.magazines.values() if m.path})
+            await matcher.prepare(texts)
+            reference = {(t.user_id, n.node_id): n.label for t in builder.trees for n in t.nodes}
+            readable_tax, problems = readable_share(taxonomy_labels)
+            results.append(
+                TaxonomyRun(
+                    variant=variant,
+                    space=stats.space,
+                    builder=summarize(builder, data, matcher, reference),
+                    projection=summarize(projection, data, matcher, {}),
+                    baseline=summarize(baseline, data, matcher, {}),
+                    taxonomy_nodes=stats.nodes,
+                    taxonomy_depth=stats.depth,
+                    clusters=stats.clusters,
+                    readable_taxonomy=readable_tax,
+                    readable_projection=readable_share(tree_labels(projection))[0],
+                    readable_builder=readable_share(tree_labels(builder))[0],
+                    build_s=build_s,
+                    examples=examples,
+                    problems=problems,
+                )
+            )
+    return results
+
+
+async def catalog_taxonomy_naming_run(
+    data: MagazineData,
+    users: Sequence[str],
+    embedder: Embedder,
+    workdir: Path,
+    chat: ChatModel,
+    variant: str,
+    items: dict[str, Item],
+    space: str,
+    budget_s: float,
+) -> TaxonomyNamingRun:
+    """The model names the taxonomy once (choose mode), a second rebuild over unchanged data
+    shows the names are cached, then every user's projection is built with the model there."""
+    engine = await open_taxonomy_engine(
+        workdir / f"naming-{variant}-{space}",
+        embedder,
+        chat,
+        engine_config(NamingMode.CHOOSE, space, budget_s),
+        list(items.values()),
+        data,
+    )
+    try:
+        await engine.refresher.refresh_models()
+        catalog = engine.catalog_taxonomy
+        assert catalog is not None
+        assert catalog.last_build is not None
+        first = catalog.last_build
+        log(
+            f"[naming {variant}/{space}] {first.naming.requests} requests for "
+            f"{first.naming.clusters} clusters in {first.naming.seconds:.0f} s"
+        )
+        # Same catalog and vectors: a forced rebuild re-clusters and must ask nothing.
+        ids, matrix = await asyncio.to_thread(engine.store.item_vectors, "text")
+        text = {i: matrix[row] for row, i in enumerate(ids)}
+        collaborative = engine.recommender.collaborative
+        space_vectors = text
+        if collaborative is not None:
+            model = collaborative.model
+            space_vectors = {i: model.item_vectors[r] for r, i in enumerate(model.item_ids)}
+        second = await catalog.rebuild(
+            items, space_vectors, text, space=first.space, fingerprint=(-1, None)
+        )
+        trees = await build_trees(engine, users, in_flight=2, label=f"naming/{variant}")
+        run = RunSummary("taxonomy projection, model-named", variant, trees)
+        labels = [node.label for node in catalog.nodes]
+        examples = taxonomy_examples(engine)
+        from_model = sum(n.label_source is TextSource.MODEL for n in catalog.nodes) / max(
+            1, sum(n.kind == "cluster" for n in catalog.nodes)
+        )
+    finally:
+        await close_engine(engine)
+    scores = [score_user(tree, data) for tree in run.trees]
+    ami: dict[int, tuple[float, int]] = {}
+    for level in LEVELS:
+        values = [score.ami[level] for score in scores if level in score.ami]
+        ami[level] = (statistics.fmean(values) if values else math.nan, len(values))
+    readable, problems = readable_share(labels)
+    return TaxonomyNamingRun(
+        variant=variant,
+        space=first.space,
+        clusters=first.naming.clusters,
+        requests=first.naming.requests,
+        cached=first.naming.cached,
+        single_candidate=first.naming.single_candidate,
+        failures=first.naming.failures,
+        labels_changed=first.naming.labels_changed,
+        tokens=first.naming.prompt_tokens + first.naming.completion_tokens,
+        naming_s=first.naming.seconds,
+        rebuild_requests=second.naming.requests,
+        user_requests=sum(tree.requests for tree in run.trees),
+        users=len(run.trees),
+        readable=readable,
+        from_model=from_model,
+        ami=ami,
+        examples=examples,
+        problems=problems,
+    )
+
+
+def render_catalog_taxonomy(
+    args: argparse.Namespace,
+    data: MagazineData,
+    users: Sequence[str],
+    runs: Sequence[TaxonomyRun],
+    naming: Sequence[TaxonomyNamingRun],
+    model_start_s: float,
+    elapsed: float,
+) -> list[str]:
+    command = " ".join([".venv/bin/python", "bench/taxonomy_eval.py", *sys.argv[1:]])
+    load = os.getloadavg()
+    lines = [
+        "# The catalog taxonomy on Amazon 2018 Magazine Subscriptions (issue 9, EVALUATION.md §2)",
+        "",
+        f"- command: `{command}`",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; total runtime {elapsed / 60:.1f} min",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other "
+        f"engineers' jobs (load average at the end {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f}), no GPU; Python {platform.python_version()}",
+        f"- data: {len(data.reviews)} reviews, {len(users)} users, {len(data.magazines)} items; "
+        "ground truth = `category` without the root; items without a path are left out of AMI",
+        "- per variant and space, one in-process `InterestEngine` (SQLite, hnswlib, packaged "
+        "all-MiniLM-L6-v2): `builder (per user)` = every user's tree built before any "
+        "RefreshModels (the per-user data tree); then `RefreshModels` builds the catalog "
+        "taxonomy and `taxonomy projection` = every user's tree rebuilt as its projection; "
+        "`baseline k-means` = per-user k-means on the same engine's stored text vectors "
+        "(k1 = round(sqrt(n/2)) in [2, 6], k2 = 2)",
+        "- `no-categories` withholds the categories and tags from the service (title and "
+        "description only), so the taxonomy's upper levels are clusters too; `categories` sends "
+        "each item's path",
+        "- space `collaborative` = the PPMI-SVD item vectors RefreshModels trains (2,375 events "
+        "≥ `collaborative_min_events`); `text` = the engine with collaborative training off "
+        "(text vectors)",
+        "",
+        "AMI@L is as in `bench/results/taxonomy_eval.md`: per user, (item → highest-weight "
+        "level-L node citing it) against the human path cut at L, mean over users with ≥ 2 "
+        "distinct paths (their count in brackets). Readable = share of labels passing "
+        "`taxonomy.shared_taxonomy.catalog.readability_problem` (no `Category: tag` pastes, no "
+        "repeated words, no brackets or sentences, at most 6 words); for trees, over every "
+        "node of every user's tree.",
+        "",
+        "## Structure (naming off)",
+        "",
+        "| variant | space | run | AMI@1 (users) | AMI@2 (users) | faithfulness | coverage | "
+        "nodes / tree | readable labels |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def ami(m: RunMetrics, level: int) -> str:
+        value, count = m.ami[level]
+        return f"{_f(value)} ({count})"
+
+    for r in runs:
+        for name, m, readable in (
+            ("baseline k-means", r.baseline, math.nan),
+            ("builder (per user)", r.builder, r.readable_builder),
+            ("taxonomy projection", r.projection, r.readable_projection),
+        ):
+            lines.append(
+                f"| {r.variant} | {r.space} | {name} | {ami(m, 1)} | {ami(m, 2)} | "
+                f"{_f(m.faithfulness)} | {_f(m.coverage)} | {m.nodes_per_tree:.1f} | "
+                f"{_f(readable)} |"
+            )
+    lines += [
+        "",
+        "| variant | space | taxonomy nodes | clusters | depth | readable taxonomy labels | "
+        "unreadable (why) | build s (naming off) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for r in runs:
+        why = ", ".join(f"{k} {v}" for k, v in r.problems.most_common()) or "-"
+        lines.append(
+            f"| {r.variant} | {r.space} | {r.taxonomy_nodes} | {r.clusters} | "
+            f"{r.taxonomy_depth} | {_f(r.readable_taxonomy)} | {why} | {r.build_s:.1f} |"
+        )
+    for r in runs:
+        lines.append(f"- {r.variant}/{r.space}: " + "; ".join(r.examples))
+    if naming:
+        lines += [
+            "",
+            "## Naming cost (choose mode)",
+            "",
+            (
+                f"The embedded vLLM (SmolLM2-135M-Instruct) was started once by `Runtime.create` "
+                f"with default settings ({model_start_s:.0f} s to the first answer)."
+                if args.taxonomy_model
+                else "Without `--taxonomy-model` the chat model is a double that answers at "
+                "once with the first candidate: requests, the cache and requests per 1,000 "
+                "users are exact, seconds are not a model's."
+            ),
+            "Each cluster is named once from its 8 most central items, picking from its "
+            "data-backed candidates; a second rebuild over unchanged data re-clusters and must "
+            "ask nothing (names cached); then every user's projection is built with the model "
+            "present.",
+            "",
+            "| variant | space | clusters | model requests | naming s | tokens | failures | "
+            "labels changed by model | rebuild requests (cached) | per-user requests | users | "
+            "requests / 1,000 users | readable taxonomy labels | AMI@1 | AMI@2 |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+            "| ---: | ---: | ---: |",
+        ]
+        for n in naming:
+            per_1000 = 1000 * (n.requests + n.user_requests) / max(1, n.users)
+            lines.append(
+                f"| {n.variant} | {n.space} | {n.clusters} | {n.requests} | {n.naming_s:.0f} | "
+                f"{n.tokens} | {n.failures} | {n.labels_changed} | {n.rebuild_requests} | "
+                f"{n.user_requests} | {n.users} | {per_1000:.0f} | {_f(n.readable)} | "
+                f"{_f(n.ami[1][0])} | {_f(n.ami[2][0])} |"
+            )
+        for n in naming:
+            lines.append(f"- {n.variant}/{n.space}, model-named: " + "; ".join(n.examples))
+    return lines
+
+
+class FirstCandidateChat:
+    """Answers every naming request at once with the first (data) candidate: counts requests,
+    the cache and requests per 1,000 users exactly, without a model's latency."""
+
+    @property
+    def model_name(self) -> str:
+        return "first-candidate double"
+
+    async def complete_json(
+        self,
+        messages: Sequence[ChatCompletionMessageParam],
+        *,
+        schema_name: str,
+        schema: dict[str, Any],
+        max_tokens: int,
+    ) -> Completion:
+        label = schema["properties"]["label"].get("enum", ["Interests"])[0]
+        return Completion(json.dumps({"label": label}), 0, 0, "stop")
+
+    async def close(self) -> None:
+        return None
+
+
+async def run_catalog_taxonomy(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    logging.basicConfig(level=logging.ERROR)
+    data = load_magazines()
+    users = data.user_ids[: args.users] if args.users else data.user_ids
+    workdir = Path(tempfile.mkdtemp(prefix="taxonomy-catalog-"))
+    embedder = await asyncio.to_thread(SentenceTransformerEmbedder, packaged_minilm_path())
+    matcher = LabelMatcher(embedder)
+    variants: dict[str, dict[str, Item]] = {
+        "no-categories": {a: m.to_item(with_categories=False) for a, m in data.magazines.items()},
+        "categories": {a: m.to_item() for a, m in data.magazines.items()},
+    }
+    runtime: Runtime | None = None
+    model_start_s = math.nan
+    naming: list[TaxonomyNamingRun] = []
+    try:
+        runs = await catalog_taxonomy_runs(
+            data, users, embedder, matcher, workdir, variants, ("collaborative", "text")
+        )
+        chat: ChatModel = FirstCandidateChat()
+        if args.taxonomy_model:
+            log("starting the embedded vLLM (Runtime.create, default settings)")
+            begin = time.perf_counter()
+            runtime, chat = await start_model(workdir)
+            model_start_s = time.perf_counter() - begin
+        for variant in ("no-categories", "categories"):
+            naming.append(
+                await catalog_taxonomy_naming_run(
+                    data,
+                    users,
+                    embedder,
+                    workdir,
+                    chat,
+                    variant,
+                    variants[variant],
+                    "collaborative",
+                    args.model_budget_s,
+                )
+            )
+    finally:
+        if runtime is not None:
+            await runtime.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    report = render_catalog_taxonomy(
+        args, data, users, runs, naming, model_start_s, time.perf_counter() - started
+    )
+    write_report(Path(args.out), report)
+    log(f"wrote {args.out}")
+    return 0
+
+
 def write_report(out: Path, report: Sequence[str]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(report) + "\n")
@@ -962,8 +1422,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=780.0,
         help="per model role: start no user that would end past this many seconds",
     )
-    parser.add_argument("--out", default="bench/results/taxonomy_eval.md")
+    parser.add_argument(
+        "--catalog-taxonomy",
+        action="store_true",
+        help="measure the catalog taxonomy and users' projections instead (issue 9)",
+    )
+    parser.add_argument(
+        "--taxonomy-model",
+        action="store_true",
+        help="with --catalog-taxonomy: also name the taxonomy with the embedded vLLM",
+    )
+    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = (
+            "bench/results/taxonomy_eval_catalog.md"
+            if args.catalog_taxonomy
+            else "bench/results/taxonomy_eval.md"
+        )
     roles = {role.strip() for role in args.roles.split(",") if role.strip()}
     unknown = roles - {mode.value for mode in NamingMode}
     if unknown:
@@ -972,7 +1448,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(run(parse_args(argv)))
+    args = parse_args(argv)
+    return asyncio.run(run_catalog_taxonomy(args) if args.catalog_taxonomy else run(args))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from taxonomy.recommendation.service import (
     RecommendResult,
     SlatesResult,
 )
+from taxonomy.recommendation.similar import SimilarQuery, SimilarResult
 
 MAX_FILTER_PATHS = 100
 MAX_FILTER_ITEMS = 10_000
@@ -81,8 +82,29 @@ def _item_filter(
     )
 
 
+MAX_CONTEXT_ITEMS = 200
+
+
 def recommend_query(request: recommendation_pb2.RecommendRequest) -> RecommendQuery:
-    user_id = require_user(request.user)
+    context: list[str] = []
+    if request.context_items and not request.user:
+        # An anonymous session: its items instead of a user.
+        user_id = ""
+        context_errors = ViolationCollector()
+        if len(request.context_items) > MAX_CONTEXT_ITEMS:
+            context_errors.add(
+                "context_items",
+                f"at most {MAX_CONTEXT_ITEMS} items, got {len(request.context_items):,}",
+            )
+        else:
+            context = _item_ids(request.context_items, "context_items", context_errors)
+        context_errors.raise_if_any("invalid context items")
+    else:
+        user_id = require_user(request.user)
+        if request.context_items:
+            conflict = ViolationCollector()
+            conflict.add("context_items", "give either user or context_items, not both")
+            conflict.raise_if_any("invalid recommendation request")
     size = pagination.page_size(
         request.page_size, default=DEFAULT_RECOMMEND_PAGE_SIZE, maximum=MAX_RECOMMEND_PAGE_SIZE
     )
@@ -103,6 +125,8 @@ def recommend_query(request: recommendation_pb2.RecommendRequest) -> RecommendQu
         include_seen=request.include_seen,
         item_filter=item_filter,
         interest_quota=request.interest_quota,
+        context_items=tuple(context),
+        allow_fallback=request.allow_fallback,
     )
 
 
@@ -130,6 +154,36 @@ def slates_query(request: recommendation_pb2.RecommendByInterestRequest) -> Inte
     )
 
 
+def similar_query(request: recommendation_pb2.ListSimilarItemsRequest) -> SimilarQuery:
+    errors = ViolationCollector()
+    item_id = item_id_from_name(request.item, "item", errors)
+    errors.raise_if_any("invalid item name", reason="INVALID_RESOURCE_NAME")
+    size = pagination.page_size(
+        request.page_size, default=DEFAULT_RECOMMEND_PAGE_SIZE, maximum=MAX_RECOMMEND_PAGE_SIZE
+    )
+    item_filter = _item_filter(
+        request.categories, request.exclude_items, request.candidate_items, errors
+    )
+    errors.raise_if_any("invalid similar-items request")
+    return SimilarQuery(item_id=item_id, page_size=size, item_filter=item_filter)
+
+
+def similar_to_proto(result: SimilarResult) -> recommendation_pb2.ListSimilarItemsResponse:
+    return recommendation_pb2.ListSimilarItemsResponse(
+        similar_items=[
+            recommendation_pb2.SimilarItem(
+                item=f"items/{similar.item_id}",
+                score=similar.score,
+                reason=similar.reason,
+                shared_categories=similar.shared_categories,
+                shared_tags=similar.shared_tags,
+            )
+            for similar in result.items
+        ],
+        space=result.space,
+    )
+
+
 def _recommendation_to_proto(rec: Recommendation) -> recommendation_pb2.Recommendation:
     return recommendation_pb2.Recommendation(
         item=f"items/{rec.item_id}",
@@ -153,6 +207,7 @@ def recommendations_to_proto(result: RecommendResult) -> recommendation_pb2.Reco
         recommendations=[_recommendation_to_proto(rec) for rec in result.recommendations],
         tree_revision=result.tree_revision,
         level_weights=result.level_weights,
+        fallback=result.fallback,
     )
 
 

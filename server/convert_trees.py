@@ -79,12 +79,18 @@ def taxonomy_to_proto(node: TaxonomyNode) -> interest_pb2.TaxonomyNode:
         label=node.label,
         aliases=node.aliases,
         node_count=node.node_count,
+        parent=f"taxonomyNodes/{node.parent_id}" if node.parent_id else "",
+        level=node.level,
+        item_count=node.item_count,
+        central_items=[f"items/{item_id}" for item_id in node.central_items],
+        label_source=int(node.label_source),  # type: ignore[arg-type]
     )
 
 
 def _level_summary(level: LevelExplanation) -> str:
     top = ", ".join(f"{n.label} ({n.weight:.0%})" for n in level.nodes[:3])
-    return f"Level {level.level}: {len(level.nodes)} interest(s), led by {top}."
+    count = len(level.nodes)
+    return f"Level {level.level}: {count} interest{'' if count == 1 else 's'}, led by {top}."
 
 
 def explanation_to_proto(

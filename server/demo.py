@@ -12,14 +12,15 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from interesttree import AsyncInterestTreeClient
 from interesttree.v1 import admin_pb2, catalog_pb2, interest_pb2, recommendation_pb2
 from interesttree.v1.admin_pb2_grpc import AdminServiceStub
-from interesttree.v1.catalog_pb2_grpc import CatalogServiceStub
 from interesttree.v1.interest_pb2_grpc import InterestServiceStub
 from interesttree.v1.recommendation_pb2_grpc import RecommendationServiceStub
 
 from server.app import Runtime
 from server.config import Settings
+from server.importer import NAMED, import_rows, to_event, to_item
 
 
 def load_sample() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -29,32 +30,44 @@ def load_sample() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return catalog, users
 
 
+def sample_rows(start: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The sample as import rows (server/importer.py's field names): the catalog, and each
+    user's items viewed one a day from `start`."""
+    catalog, users = load_sample()
+    items = [
+        {
+            "id": entry["item_id"],
+            "title": entry["title"],
+            "description": entry["description"],
+            "categories": entry["categories"],
+            "tags": entry["tags"],
+        }
+        for entry in catalog
+    ]
+    events = [
+        {
+            "user": user["user_id"],
+            "item": item_id,
+            "type": "view",
+            "time": start + timedelta(days=day),
+        }
+        for user in users
+        for day, item_id in enumerate(user["items"])
+    ]
+    return items, events
+
+
 def sample_requests(
     start: datetime,
 ) -> tuple[catalog_pb2.UpsertItemsRequest, interest_pb2.RecordEventsRequest]:
-    catalog, users = load_sample()
-    items = catalog_pb2.UpsertItemsRequest(
-        items=[
-            catalog_pb2.Item(
-                name=f"items/{entry['item_id']}",
-                title=entry["title"],
-                description=entry["description"],
-                categories=entry["categories"],
-                tags=entry["tags"],
-            )
-            for entry in catalog
-        ]
+    items, events = sample_rows(start)
+    return (
+        catalog_pb2.UpsertItemsRequest(items=[to_item(row, NAMED["items"]) for row in items]),
+        interest_pb2.RecordEventsRequest(
+            events=[to_event(row, NAMED["events"]) for row in events],
+            request_id="sample-events-v1",
+        ),
     )
-    events = interest_pb2.RecordEventsRequest(request_id="sample-events-v1")
-    for user in users:
-        for day, item_id in enumerate(user["items"]):
-            event = events.events.add(
-                user=f"users/{user['user_id']}",
-                item=f"items/{item_id}",
-                type=interest_pb2.EVENT_TYPE_VIEW,
-            )
-            event.event_time.FromDatetime(start + timedelta(days=day))
-    return items, events
 
 
 async def wait_serving(channel: grpc.aio.Channel, timeout_s: float) -> None:
@@ -84,20 +97,23 @@ async def run_demo(settings: Settings) -> int:
         async with grpc.aio.insecure_channel(f"{settings.host}:{port}") as channel:
             await wait_serving(channel, settings.embedded_llm_ready_timeout_s)
             print(f"Server SERVING on port {port} after {time.perf_counter() - started:.0f} s.\n")
-            catalog = CatalogServiceStub(channel)
             interests = InterestServiceStub(channel)
             recommender = RecommendationServiceStub(channel)
             admin = AdminServiceStub(channel)
-            items, events = sample_requests(datetime(2024, 1, 1, tzinfo=UTC))
-            await catalog.UpsertItems(items, timeout=120)
-            recorded = await interests.RecordEvents(events, timeout=30)
+            # Loaded the way `interest-tree import` loads a file (server/importer.py).
+            item_rows, event_rows = sample_rows(datetime(2024, 1, 1, tzinfo=UTC))
+            client = AsyncInterestTreeClient(channel)
+            loaded = await import_rows(client, "items", item_rows)
+            recorded = await import_rows(client, "events", event_rows)
+            if not (loaded.ok and recorded.ok):
+                raise RuntimeError(f"bad sample rows: {loaded.bad_rows + recorded.bad_rows}")
             await admin.RefreshModels(admin_pb2.RefreshModelsRequest(), timeout=300)
             print(
-                f"Loaded {len(items.items)} items and {len(events.events)} events "
-                f"({recorded.recorded_count} new).\n"
+                f"Loaded {loaded.sent_rows} items and {recorded.sent_rows} events "
+                f"({recorded.stored} new).\n"
             )
-            titles = {item.name: item.title for item in items.items}
-            users = sorted({event.user for event in events.events})
+            titles = {f"items/{row['id']}": row["title"] for row in item_rows}
+            users = sorted({f"users/{row['user']}" for row in event_rows})
             for user in users:
                 build_started = time.perf_counter()
                 built = await interests.BuildInterestTree(

@@ -9,11 +9,17 @@ has and however long the values it echoes, a status reports at most `MAX_VIOLATI
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2, message
+from google.protobuf import any_pb2, duration_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from taxonomy.errors import DomainError, FieldViolation, InvalidArgumentError, NotFoundError
+from taxonomy.errors import (
+    AbortedError,
+    DomainError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+)
 
 ERROR_DOMAIN = "interesttree.v1"
 MAX_VIOLATIONS = 20
@@ -21,6 +27,38 @@ MAX_FIELD_CHARS = 100
 MAX_DESCRIPTION_CHARS = 160
 MAX_MESSAGE_CHARS = 200
 MAX_DETAILS_BYTES = 4096
+
+
+class UnauthenticatedError(DomainError):
+    """No key, or a key that is malformed, unknown or revoked: UNAUTHENTICATED."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(DomainError):
+    """A valid key whose role is too weak for the call: PERMISSION_DENIED."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class RateLimitedError(DomainError):
+    """Over the tenant's request rate: RESOURCE_EXHAUSTED with a RetryInfo."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QuotaExceededError(DomainError):
+    """A write that would take the tenant over a cap: RESOURCE_EXHAUSTED with a QuotaFailure."""
+
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(self, message: str, *, subject: str) -> None:
+        super().__init__(message)
+        self.subject = subject
 
 
 def clip(text: str, limit: int) -> str:
@@ -87,6 +125,28 @@ def status_for(error: DomainError, request_id: str = "") -> grpc.Status:
                 resource_type=clip(error.resource_type, MAX_FIELD_CHARS),
                 resource_name=clip(error.resource_name, MAX_MESSAGE_CHARS),
                 description=clip(error.message, MAX_MESSAGE_CHARS),
+            )
+        )
+    elif isinstance(error, AbortedError):
+        code = code_pb2.ABORTED
+    elif isinstance(error, UnauthenticatedError):
+        code = code_pb2.UNAUTHENTICATED
+    elif isinstance(error, PermissionDeniedError):
+        code = code_pb2.PERMISSION_DENIED
+    elif isinstance(error, RateLimitedError):
+        code = code_pb2.RESOURCE_EXHAUSTED
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(max(1, round(error.retry_after_s * 1000)))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    elif isinstance(error, QuotaExceededError):
+        code = code_pb2.RESOURCE_EXHAUSTED
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=error.subject, description=clip(error.message, MAX_MESSAGE_CHARS)
+                    )
+                ]
             )
         )
     else:

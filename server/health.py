@@ -7,6 +7,12 @@ service of its own.
 - `MODEL_SERVICE` ("interesttree.v1.LanguageModel"): SERVING while the model answers its
   periodic probe, NOT_SERVING while the probes fail (or the embedded vLLM is down). A server
   without a model does not report it: Check answers NOT_FOUND.
+
+The HTTP port tells the same to Kubernetes' HTTP probes (`liveness`, `readiness`): `/healthz`
+answers 200 while the process serves requests at all; `/readyz` answers 200 only when the store
+answers a read, the indexes and the embedder are loaded and the services are in rotation (the
+gRPC health's `""`), else 503, with each check's state (the language model's included) in the
+JSON body.
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from grpc_health.v1 import health, health_pb2
 
 from taxonomy.ports import ChatModel
+
+if TYPE_CHECKING:
+    from taxonomy.engine import InterestEngine
 
 logger = logging.getLogger("interest_tree.health")
 
@@ -56,11 +66,26 @@ class ServiceHealth:
         self.servicer = servicer
         self._services = ("", *services)
         self._model_serving: bool | None = None
+        self._services_serving = False
         self._pending: set[asyncio.Task[None]] = set()
+
+    @property
+    def services_serving(self) -> bool:
+        """Whether the interesttree.v1 services (and `""`) are in rotation."""
+        return self._services_serving
+
+    @property
+    def model_state(self) -> str:
+        """`serving` or `not_serving` once probed; before that `waiting` (a model is expected
+        to answer first) or `none` (no model: the services serve at once)."""
+        if self._model_serving is not None:
+            return "serving" if self._model_serving else "not_serving"
+        return "none" if self._services_serving else "waiting"
 
     async def set_services(self, serving: bool) -> None:
         for name in self._services:
             await self.servicer.set(name, _status(serving))
+        self._services_serving = serving
 
     async def set_model(self, serving: bool) -> None:
         if serving != self._model_serving and self._model_serving is not None:
@@ -101,3 +126,28 @@ class ServiceHealth:
         while True:
             await asyncio.sleep(interval_s)
             await self.set_model(await self._answers(chat, timeout_s))
+
+
+async def readiness(
+    engine: InterestEngine, service_health: ServiceHealth, *, timeout_s: float = 2.0
+) -> tuple[bool, dict[str, Any]]:
+    """What `/readyz` reports: (ready, the checks), each check with its `ok`."""
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.to_thread(engine.store.version, "items")
+        checks["store"] = {"ok": True}
+    except Exception as error:  # any failure to read is the store not being ready
+        checks["store"] = {"ok": False, "error": str(error) or type(error).__name__}
+    try:
+        sizes = engine.index_sizes()
+        checks["models"] = {
+            "ok": True,
+            "embedder": engine.embedder.name,
+            "indexes": {name: vectors for name, (vectors, _) in sizes.items()},
+            "collaborative": engine.recommender.collaborative is not None,
+        }
+    except Exception as error:  # an index not opened yet
+        checks["models"] = {"ok": False, "error": str(error) or type(error).__name__}
+    checks["llm"] = {"ok": service_health.services_serving, "state": service_health.model_state}
+    return all(check["ok"] for check in checks.values()), checks

@@ -1,16 +1,18 @@
 """The service's HTTP port (off unless `--http-port` is set): the explainability review page,
-its read-only JSON API, and Prometheus `/metrics`.
+its read-only JSON API, Prometheus `/metrics`, and the four services as Connect JSON POST
+routes (server/connect.py, which writes through the servicers as the gRPC port does).
 
 It runs on the gRPC server's event loop and reads through the engine's rooms (never the store).
-Revisions show the diff stored with them (taxonomy/trees/diff.py). Every route is a GET;
-nothing here writes (a user without a tree is reported as such, never built). The page is
-static HTML, CSS and vanilla JS from server/review/ and loads nothing from elsewhere, which the
-Content-Security-Policy enforces in the browser.
+Revisions show the diff stored with them (taxonomy/trees/diff.py). Every review route is a
+GET; nothing of the page writes (a user without a tree is reported as such, never built). The
+page is static HTML, CSS and vanilla JS from server/review/ and loads nothing from elsewhere,
+which the Content-Security-Policy enforces in the browser.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,12 +23,27 @@ from typing import Any
 
 from aiohttp import web
 
+from server import overview
+from server.auth.context import DEFAULT_TENANT
+from server.auth.gate import Gate, bearer_token
+from server.auth.roles import METRICS_ROLE, REVIEW_ROLE, Role
+from server.connect import ConnectRoutes
 from server.convert import echo, level_weights_from_request
+from server.errors import PermissionDeniedError, RateLimitedError, UnauthenticatedError
+from server.health import ServiceHealth, readiness
 from server.interceptors import REQUEST_ID_HEADER, request_id_var
 from server.metrics import LlmBackend, ServiceMetrics, probe_llm
 from taxonomy.engine import InterestEngine
 from taxonomy.errors import DomainError, NotFoundError
-from taxonomy.models import USER_ID_PATTERN, InterestNode, InterestTree, Item, TextSource, TreeDiff
+from taxonomy.models import (
+    ITEM_ID_PATTERN,
+    USER_ID_PATTERN,
+    InterestNode,
+    InterestTree,
+    Item,
+    TextSource,
+    TreeDiff,
+)
 from taxonomy.recommendation.service import RecommendQuery, RecommendResult
 from taxonomy.trees.diff import revision_summary
 
@@ -49,6 +66,10 @@ SECURITY_HEADERS = {
 ENGINE_KEY = web.AppKey("engine", InterestEngine)
 METRICS_KEY = web.AppKey("metrics", ServiceMetrics)
 LLM_KEY = web.AppKey("llm", LlmBackend)
+GATE_KEY = web.AppKey("gate", Gate)
+HEALTH_KEY = web.AppKey("health", ServiceHealth)
+TENANT_ENGINE_KEY = web.RequestKey("tenant_engine", InterestEngine)
+"""The request's tenant engine, which `_authenticate` puts on the request."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -92,20 +113,80 @@ async def _request_context(request: web.Request, handler: Handler) -> web.Stream
         request_id_var.reset(token)
 
 
+def _needed_role(path: str) -> Role | None:
+    """The role a path needs; None for the page's static files, which hold no data, and for
+    the Connect routes, which server/connect.py admits per method as the gRPC port does."""
+    if path == "/metrics":
+        return METRICS_ROLE
+    if path.startswith("/api/"):
+        return REVIEW_ROLE
+    return None
+
+
+@web.middleware
+async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With a gate: the same Bearer key as on the gRPC port, and the key's tenant's engine for
+    the handlers (401 without a valid key, 403 for a weak role, 429 over the rate)."""
+    gate = request.app.get(GATE_KEY)
+    needed = _needed_role(request.path)
+    if gate is None or needed is None:
+        return await handler(request)
+    try:
+        _, engine = await gate.admit_http(
+            bearer_token(request.headers.get("Authorization")), needed
+        )
+    except UnauthenticatedError as error:
+        return web.json_response(
+            {"error": error.message, "reason": error.reason},
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    except PermissionDeniedError as error:
+        return web.json_response({"error": error.message, "reason": error.reason}, status=403)
+    except RateLimitedError as error:
+        return web.json_response(
+            {"error": error.message, "reason": error.reason},
+            status=429,
+            headers={"Retry-After": str(max(1, round(error.retry_after_s)))},
+        )
+    request[TENANT_ENGINE_KEY] = engine
+    return await handler(request)
+
+
+def _engine(request: web.Request) -> InterestEngine:
+    engine = request.get(TENANT_ENGINE_KEY)
+    return engine if isinstance(engine, InterestEngine) else request.app[ENGINE_KEY]
+
+
 def create_http_app(
     engine: InterestEngine,
     metrics: ServiceMetrics | None = None,
     llm: LlmBackend | None = None,
+    gate: Gate | None = None,
+    service_health: ServiceHealth | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[_request_context])
+    app = web.Application(middlewares=[_request_context, _authenticate])
     app[ENGINE_KEY] = engine
+    # Kubernetes' HTTP probes (server/health.py); like the gRPC health, they need no key.
+    app.router.add_get("/healthz", _healthz)
+    if service_health is not None:
+        app[HEALTH_KEY] = service_health
+        app.router.add_get("/readyz", _readyz)
+    if gate is not None:
+        app[GATE_KEY] = gate
     if metrics is not None:
         app[METRICS_KEY] = metrics
         app.router.add_get("/metrics", _metrics)
     if llm is not None:
         app[LLM_KEY] = llm
+    # JSON over HTTP: the four services as Connect unary routes (server/connect.py), gated
+    # per method exactly as on the gRPC port.
+    ConnectRoutes(engine, gate, metrics.observe_rpc if metrics is not None else None).add_to(app)
     app.router.add_get("/", _index)
     app.router.add_get("/api/users", _users)
+    app.router.add_get("/api/overview", _overview)
+    app.router.add_get("/api/user-list", _user_list)
+    app.router.add_get("/api/items/{item_id}/users", _item_users)
     app.router.add_get("/api/users/{user_id}", _review)
     app.router.add_static("/static/", REVIEW_DIR)
     return app
@@ -120,16 +201,33 @@ class HttpServer:
         await self.runner.cleanup()
 
 
-async def start_http(app: web.Application, host: str, port: int) -> HttpServer:
+async def start_http(
+    app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+) -> HttpServer:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     bound = runner.addresses[0][1]
     return HttpServer(runner, int(bound))
 
 
 # Handlers --------------------------------------------------------------------------------
+
+
+async def _healthz(request: web.Request) -> web.StreamResponse:
+    """Liveness: the process answers requests."""
+    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def _readyz(request: web.Request) -> web.StreamResponse:
+    """Readiness: 200 when the store, the models and the services are ready, else 503."""
+    ready, checks = await readiness(request.app[ENGINE_KEY], request.app[HEALTH_KEY])
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
@@ -141,21 +239,48 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     llm = request.app.get(LLM_KEY)
     if llm is not None:
         await probe_llm(metrics, llm)
+    gate = request.app.get(GATE_KEY)
+    engines = gate.tenants.all() if gate is not None else {}
+    await metrics.count_data(engines or {DEFAULT_TENANT: request.app[ENGINE_KEY]})
     return web.Response(
         body=metrics.exposition(), headers={"Content-Type": "text/plain; version=0.0.4"}
     )
 
 
 async def _users(request: web.Request) -> web.StreamResponse:
-    engine = request.app[ENGINE_KEY]
+    engine = _engine(request)
     prefix = request.query.get("prefix", "")
     users = await engine.events.user_ids()
     matching = [user for user in users if user.startswith(prefix)][:MAX_USER_SUGGESTIONS]
     return web.json_response({"users": matching}, headers={"Cache-Control": "no-store"})
 
 
+async def _overview(request: web.Request) -> web.StreamResponse:
+    """The page's landing view: counts and recently built users (server/overview.py)."""
+    payload = await overview.overview(_engine(request))
+    return web.json_response(payload, headers={"Cache-Control": "no-store"})
+
+
+async def _user_list(request: web.Request) -> web.StreamResponse:
+    """`?search=&offset=&limit=`: a page of users whose id contains `search`."""
+    query = request.query
+    payload = await overview.list_users(
+        _engine(request), query.get("search", ""), query.get("offset", ""), query.get("limit", "")
+    )
+    return web.json_response(payload, headers={"Cache-Control": "no-store"})
+
+
+async def _item_users(request: web.Request) -> web.StreamResponse:
+    """The users whose latest trees cite the item as evidence."""
+    item_id = request.match_info["item_id"]
+    if not ITEM_ID_PATTERN.fullmatch(item_id):
+        return web.json_response({"error": f"{echo(item_id)} is not a valid item id"}, status=400)
+    payload = await overview.citing_users(_engine(request), item_id)
+    return web.json_response(payload, headers={"Cache-Control": "no-store"})
+
+
 async def _review(request: web.Request) -> web.StreamResponse:
-    engine = request.app[ENGINE_KEY]
+    engine = _engine(request)
     user_id = request.match_info["user_id"]
     if not USER_ID_PATTERN.fullmatch(user_id):
         return web.json_response({"error": f"{echo(user_id)} is not a valid user id"}, status=400)
@@ -210,8 +335,15 @@ def _node(node: InterestNode, items: dict[str, Item]) -> dict[str, Any]:
     }
 
 
-def _brief(node: InterestNode) -> dict[str, Any]:
-    return {"id": node.node_id, "label": node.label, "level": node.level}
+def _brief(node: InterestNode, nodes: dict[str, InterestNode]) -> dict[str, Any]:
+    """A node as a diff names it: with `path`, its ancestors' labels (coarse first) in the
+    revision `nodes` holds, so that two "Mystery" nodes of one level can be told apart."""
+    path: list[str] = []
+    parent = nodes.get(node.parent_id) if node.parent_id else None
+    while parent is not None and len(path) < MAX_LEVELS:
+        path.insert(0, parent.label)
+        parent = nodes.get(parent.parent_id) if parent.parent_id else None
+    return {"id": node.node_id, "label": node.label, "level": node.level, "path": path}
 
 
 def revision_changes(
@@ -226,18 +358,19 @@ def revision_changes(
         return [n for n in node_ids if n in before and n in after]
 
     return {
-        "added": [_brief(after[n]) for n in diff.added_node_ids if n in after],
-        "removed": [_brief(before[n]) for n in diff.removed_node_ids if n in before],
+        "added": [_brief(after[n], after) for n in diff.added_node_ids if n in after],
+        "removed": [_brief(before[n], before) for n in diff.removed_node_ids if n in before],
         "relabeled": [
-            {**_brief(after[n]), "before": before[n].label} for n in common(diff.relabeled_node_ids)
+            {**_brief(after[n], after), "before": before[n].label}
+            for n in common(diff.relabeled_node_ids)
         ],
         "reweighted": [
-            {**_brief(after[n]), "before": before[n].weight, "after": after[n].weight}
+            {**_brief(after[n], after), "before": before[n].weight, "after": after[n].weight}
             for n in common(diff.reweighted_node_ids)
         ],
         "evidence_changed": [
             {
-                **_brief(after[n]),
+                **_brief(after[n], after),
                 "gained": _titled(diff.evidence_gained.get(n, []), items),
                 "lost": _titled(diff.evidence_lost.get(n, []), items),
             }

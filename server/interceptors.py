@@ -7,6 +7,11 @@ request id, sends it back, measures the call, and maps what the handler raised t
   to the log under that id (never UNKNOWN, never an exception's class or text);
 - a request body that is not the method's message to INVALID_ARGUMENT (grpc.aio would answer
   UNKNOWN): the request deserializer is wrapped to hand the handler a marker instead.
+
+With a `Gate` (server/auth/gate.py) the scope also admits the call before the handler runs: the
+key (UNAUTHENTICATED), the method's role (PERMISSION_DENIED), the tenant's rate and caps
+(RESOURCE_EXHAUSTED), and sets the tenant and its engine for the handler (server/auth/context.py).
+Health always passes through; reflection does too unless the gate closes it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import DecodeError
 
+from server.auth.context import DEFAULT_TENANT, Principal, engine_var, tenant_var
+from server.auth.gate import Gate, metadata_token
 from server.errors import coded_status, internal_status, status_for
+from taxonomy.engine import InterestEngine
 from taxonomy.errors import DomainError, InvalidArgumentError
 
 logger = logging.getLogger("interest_tree.rpc")
@@ -31,7 +39,11 @@ logger = logging.getLogger("interest_tree.rpc")
 REQUEST_ID_HEADER = "x-request-id"
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
-RpcDone = Callable[[str, grpc.StatusCode, float], None]
+RpcDone = Callable[[str, grpc.StatusCode, float, str], None]
+"""Told (method, code, seconds, tenant) after every call."""
+REFLECTION_PREFIX = "/grpc.reflection."
+UNAUTHENTICATED_TENANT = "-"
+"""The tenant label of calls refused for want of a valid key."""
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -91,8 +103,16 @@ class _CallScope:
         on_done: RpcDone | None,
         *,
         streaming: bool,
+        gate: Gate | None = None,
+        caller: Principal | DomainError | None = None,
     ) -> None:
         self._streaming = streaming
+        self._gate = gate
+        self._caller = caller
+        self._tenant = DEFAULT_TENANT
+        self._engine: InterestEngine | None = None
+        self._tenant_token: contextvars.Token[str] | None = None
+        self._engine_token: contextvars.Token[InterestEngine | None] | None = None
         self._method = method
         self._request_id = request_id
         self._context = context
@@ -101,7 +121,7 @@ class _CallScope:
         self._started = 0.0
         self._token: contextvars.Token[str] | None = None
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> _CallScope:
         self._token = request_id_var.set(self._request_id)
         self._started = time.perf_counter()
         echo = ((REQUEST_ID_HEADER, self._request_id),)
@@ -116,6 +136,25 @@ class _CallScope:
             self._code = grpc.StatusCode.CANCELLED  # the call is gone before it began
             self._finish()
             raise
+        return self
+
+    async def admit(self) -> None:
+        """Authenticates and authorizes the call and sets its tenant's engine (with a gate)."""
+        if self._gate is None:
+            return
+        if isinstance(self._caller, DomainError):
+            self._tenant = UNAUTHENTICATED_TENANT
+            raise self._caller
+        if self._caller is None:
+            return
+        self._tenant = self._caller.tenant
+        self._engine = await self._gate.admit(self._method, self._caller)
+        self._tenant_token = tenant_var.set(self._tenant)
+        self._engine_token = engine_var.set(self._engine)
+
+    async def check_request(self, request: Any) -> None:
+        if self._gate is not None and self._engine is not None:
+            await self._gate.check_request(self._method, request, self._engine)
 
     async def __aexit__(
         self,
@@ -178,7 +217,13 @@ class _CallScope:
             },
         )
         if self._on_done is not None:
-            self._on_done(self._method, self._code, seconds)
+            self._on_done(self._method, self._code, seconds, self._tenant)
+        if self._engine_token is not None:
+            engine_var.reset(self._engine_token)
+            self._engine_token = None
+        if self._tenant_token is not None:
+            tenant_var.reset(self._tenant_token)
+            self._tenant_token = None
         if self._token is not None:
             request_id_var.reset(self._token)
 
@@ -197,11 +242,22 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     through untouched."""
 
     def __init__(
-        self, package_prefix: str = "/interesttree.", on_rpc_done: RpcDone | None = None
+        self,
+        package_prefix: str = "/interesttree.",
+        on_rpc_done: RpcDone | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._prefix = package_prefix
-        # Told (method, code, seconds) after every call, e.g. to feed latency histograms.
+        # Told (method, code, seconds, tenant) after every call, e.g. to feed latency histograms.
         self._on_rpc_done = on_rpc_done
+        self._gate = gate
+
+    def _caller(self, details: grpc.HandlerCallDetails) -> Principal | DomainError:
+        assert self._gate is not None
+        try:
+            return self._gate.authenticate(metadata_token(details.invocation_metadata))
+        except DomainError as error:
+            return error
 
     async def intercept_service(
         self,
@@ -212,12 +268,25 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or not method.startswith(self._prefix):
+        if handler is None:
+            return handler
+        if method.startswith(REFLECTION_PREFIX):
+            return self._reflection(handler, handler_call_details)
+        if not method.startswith(self._prefix):
             return handler
         request_id = _request_id(handler_call_details)
+        caller = self._caller(handler_call_details) if self._gate is not None else None
 
         def scope(context: Context, *, streaming: bool) -> _CallScope:
-            return _CallScope(method, request_id, context, self._on_rpc_done, streaming=streaming)
+            return _CallScope(
+                method,
+                request_id,
+                context,
+                self._on_rpc_done,
+                streaming=streaming,
+                gate=self._gate,
+                caller=caller,
+            )
 
         deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_stream is not None:
@@ -226,8 +295,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             stream = cast(Callable[[Any, Context], AsyncIterator[Any]], handler.unary_stream)
 
             async def stream_wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
-                async with scope(context, streaming=True):
-                    async for response in stream(_decoded(request), context):
+                async with scope(context, streaming=True) as call:
+                    await call.admit()
+                    decoded = _decoded(request)
+                    await call.check_request(decoded)
+                    async for response in stream(decoded, context):
                         yield response
 
             return grpc.unary_stream_rpc_method_handler(
@@ -240,11 +312,35 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         unary = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
 
         async def unary_wrapper(request: Any, context: Context) -> Any:
-            async with scope(context, streaming=False):
-                return await unary(_decoded(request), context)
+            async with scope(context, streaming=False) as call:
+                await call.admit()
+                decoded = _decoded(request)
+                await call.check_request(decoded)
+                return await unary(decoded, context)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_wrapper,
             request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _reflection(
+        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """Reflection as it is, or, when the gate closes it, refused without a valid key."""
+        if self._gate is None or not self._gate.close_reflection:
+            return handler
+        caller = self._caller(details)
+        if not isinstance(caller, DomainError):
+            return handler
+        status = status_for(caller, _request_id(details))
+
+        async def refuse(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            await context.abort(status.code, status.details, status.trailing_metadata)
+            yield  # pragma: no cover - abort raises; this makes the function a generator
+
+        return grpc.stream_stream_rpc_method_handler(
+            refuse,
+            request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one server: RPC latency, tree builds, index sizes, model health.
+"""Prometheus metrics of one server: RPC latency, tree builds, index sizes, model health, the
+process (CPU, memory, file descriptors, GC), the build, and each tenant's items, users and events.
 
 Every server owns a `CollectorRegistry`, so several servers in one process (as in the tests)
 never mix their numbers. `/metrics` on the HTTP port (server/http.py) exposes it.
@@ -6,19 +7,25 @@ never mix their numbers. `/metrics` on the HTTP port (server/http.py) exposes it
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from typing import TYPE_CHECKING
 
 import grpc
 import httpx
 from prometheus_client import (
+    GC_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -41,14 +48,60 @@ RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 
 BUILD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
+def package_version() -> str:
+    """The installed interest-tree's version ("unknown" when run from a bare checkout)."""
+    try:
+        return metadata.version("interest-tree")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_* (CPU seconds, resident and virtual memory, open and max file descriptors,
+        # start time; read from /proc at scrape time), python_info and python_gc_*.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.registry.register(GC_COLLECTOR)
+        self.build_info = Gauge(
+            "interesttree_build_info",
+            "Always 1; the labels say which interest-tree, Python and grpcio this server runs.",
+            ["version", "python", "grpc"],
+            registry=self.registry,
+        )
+        self.build_info.labels(package_version(), platform.python_version(), grpc.__version__).set(
+            1
+        )
+        self.items = Gauge(
+            "interesttree_items",
+            "Items in each tenant's catalog.",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.users = Gauge(
+            "interesttree_users",
+            "Users with at least one recorded event, per tenant.",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.events = Gauge(
+            "interesttree_events",
+            "Recorded events, per tenant.",
+            ["tenant"],
+            registry=self.registry,
+        )
         self.rpc_duration = Histogram(
             "interesttree_rpc_duration_seconds",
             "Server-side latency of interesttree.v1 RPCs, by method and status code.",
             ["method", "code"],
             buckets=RPC_BUCKETS,
+            registry=self.registry,
+        )
+        self.tenant_rpcs = Counter(
+            "interesttree_tenant_rpcs",
+            "interesttree.v1 RPCs by tenant, method and status code ('-': no valid key).",
+            ["tenant", "method", "code"],
             registry=self.registry,
         )
         self.tree_builds = Counter(
@@ -109,8 +162,11 @@ class ServiceMetrics:
     def watch_supervisor(self, supervisor: VllmSupervisor) -> None:
         self.registry.register(_SupervisorCollector(supervisor))
 
-    def observe_rpc(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+    def observe_rpc(
+        self, method: str, code: grpc.StatusCode, seconds: float, tenant: str = "default"
+    ) -> None:
         self.rpc_duration.labels(method, code.name).observe(seconds)
+        self.tenant_rpcs.labels(tenant, method, code.name).inc()
 
     def observe_build(self, result: BuildResult | None, seconds: float, outcome: str) -> None:
         self.tree_builds.labels(outcome).inc()
@@ -124,8 +180,22 @@ class ServiceMetrics:
         self.structured_output_retries.inc(stats.retries)
         self.structured_output_failures.inc(stats.failures)
 
+    async def count_data(self, engines: Mapping[str, InterestEngine]) -> None:
+        """Sets the item, user and event gauges of every open tenant's engine (`/metrics` calls
+        this before each scrape; the counts are store queries, run off the event loop)."""
+        for tenant, engine in sorted(engines.items()):
+            items, users, events = await asyncio.to_thread(_counts, engine)
+            self.items.labels(tenant).set(items)
+            self.users.labels(tenant).set(users)
+            self.events.labels(tenant).set(events)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _counts(engine: InterestEngine) -> tuple[int, int, int]:
+    store = engine.store
+    return store.item_count(), store.user_count(), store.event_count()
 
 
 class _EngineCollector(Collector):

@@ -22,9 +22,10 @@ from interesttree.v1 import (
 )
 
 from server import convert, convert_recommendations, convert_trees, pagination
+from server.auth.context import engine_var
 from server.errors import status_for
 from taxonomy.engine import InterestEngine
-from taxonomy.errors import DomainError
+from taxonomy.errors import DomainError, ViolationCollector
 from taxonomy.models import InterestTree, Item, TaxonomyNode, TreeDiff
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -37,10 +38,20 @@ SERVICE_NAMES = (
 )
 
 
-class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, engine: InterestEngine) -> None:
-        self._engine = engine
+class _TenantScoped:
+    """Reaches the engine of the calling tenant (set by the interceptor, server/auth/), or the
+    engine it was made with when no tenant is set (authentication off: the default tenant)."""
 
+    def __init__(self, engine: InterestEngine) -> None:
+        self._default_engine = engine
+
+    @property
+    def _engine(self) -> InterestEngine:
+        current = engine_var.get()
+        return current if current is not None else self._default_engine
+
+
+class CatalogServicer(_TenantScoped, catalog_pb2_grpc.CatalogServiceServicer):
     async def UpsertItems(
         self, request: catalog_pb2.UpsertItemsRequest, context: Context
     ) -> catalog_pb2.UpsertItemsResponse:
@@ -79,10 +90,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         return catalog_pb2.DeleteItemsResponse(deleted_count=deleted)
 
 
-class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
-    def __init__(self, engine: InterestEngine) -> None:
-        self._engine = engine
-
+class InterestServicer(_TenantScoped, interest_pb2_grpc.InterestServiceServicer):
     async def RecordEvents(
         self, request: interest_pb2.RecordEventsRequest, context: Context
     ) -> interest_pb2.RecordEventsResponse:
@@ -165,11 +173,21 @@ class InterestServicer(interest_pb2_grpc.InterestServiceServicer):
             next_page_token=page.next_page_token,
         )
 
+    async def DeleteUser(
+        self, request: interest_pb2.DeleteUserRequest, context: Context
+    ) -> interest_pb2.DeleteUserResponse:
+        errors = ViolationCollector()
+        user_id = convert.user_id_from_name(request.name, "name", errors)
+        errors.raise_if_any("invalid user name", reason="INVALID_RESOURCE_NAME")
+        events, revisions = await self._engine.delete_user(user_id)
+        return interest_pb2.DeleteUserResponse(
+            deleted=events > 0 or revisions > 0,
+            deleted_event_count=events,
+            deleted_revision_count=revisions,
+        )
 
-class RecommendationServicer(recommendation_pb2_grpc.RecommendationServiceServicer):
-    def __init__(self, engine: InterestEngine) -> None:
-        self._engine = engine
 
+class RecommendationServicer(_TenantScoped, recommendation_pb2_grpc.RecommendationServiceServicer):
     async def Recommend(
         self, request: recommendation_pb2.RecommendRequest, context: Context
     ) -> recommendation_pb2.RecommendResponse:
@@ -184,11 +202,15 @@ class RecommendationServicer(recommendation_pb2_grpc.RecommendationServiceServic
         result = await self._engine.recommender.recommend_by_interest(query)
         return convert_recommendations.slates_to_proto(result)
 
+    async def ListSimilarItems(
+        self, request: recommendation_pb2.ListSimilarItemsRequest, context: Context
+    ) -> recommendation_pb2.ListSimilarItemsResponse:
+        query = convert_recommendations.similar_query(request)
+        result = await self._engine.recommender.similar_items(query)
+        return convert_recommendations.similar_to_proto(result)
 
-class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, engine: InterestEngine) -> None:
-        self._engine = engine
 
+class AdminServicer(_TenantScoped, admin_pb2_grpc.AdminServiceServicer):
     async def RefreshModels(
         self, request: admin_pb2.RefreshModelsRequest, context: Context
     ) -> admin_pb2.RefreshModelsResponse:

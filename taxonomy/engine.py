@@ -24,10 +24,15 @@ from taxonomy.events.service import EventLog
 from taxonomy.ports import ChatModel, Embedder, Store
 from taxonomy.recommendation.rerank import RerankConfig
 from taxonomy.recommendation.service import RecommendConfig, Recommender
-from taxonomy.recommendation.spaces import TEXT_SPACE
+from taxonomy.recommendation.spaces import TEXT_SPACE, present_vectors
 from taxonomy.recommendation.training import CollaborativeConfig
 from taxonomy.refresh.service import ModelRefresher, RefreshConfig
-from taxonomy.shared_taxonomy.service import SharedTaxonomy
+from taxonomy.shared_taxonomy.catalog import CatalogTaxonomyConfig
+from taxonomy.shared_taxonomy.service import (
+    CatalogTaxonomy,
+    CatalogTaxonomyNaming,
+    SharedTaxonomy,
+)
 from taxonomy.trees.builder import BuilderConfig
 from taxonomy.trees.naming import NamingMode
 from taxonomy.trees.service import TreeConfig, TreeService
@@ -46,6 +51,12 @@ class EngineConfig:
     BuildInterestTree's 120 s deadline. Nodes still waiting when it runs out keep data text."""
     builder: BuilderConfig = field(default_factory=BuilderConfig)
     hnsw_ef_search: int = 128
+    catalog_taxonomy: CatalogTaxonomyConfig | None = field(default_factory=CatalogTaxonomyConfig)
+    """The catalog taxonomy RefreshModels builds and trees project onto; None disables it (then
+    trees are per-user data trees and ListTaxonomyNodes lists the label vocabulary)."""
+    taxonomy_naming: CatalogTaxonomyNaming = field(default_factory=CatalogTaxonomyNaming)
+    project_trees: bool = True
+    """Once the catalog taxonomy exists, a user's tree is the history's projection onto it."""
     taxonomy_threshold: float = 0.8
     """Label-embedding cosine similarity above which two labels are one taxonomy node; measured
     with all-MiniLM-L6-v2: "Sci-Fi"/"Science fiction" 0.82, "Horror"/"Gothic horror" 0.63."""
@@ -83,7 +94,18 @@ class InterestEngine:
         labels = VersionedIndex(indexes / "taxonomy", embedder.dim, cfg.hnsw_ef_search)
         self._indexes = (items, labels)
         self.events = EventLog(store, cfg.half_life_events)
-        self.taxonomy = SharedTaxonomy(store, labels, cfg.taxonomy_threshold)
+        self.catalog_taxonomy = (
+            CatalogTaxonomy(
+                store,
+                chat if cfg.naming_mode is not NamingMode.OFF else None,
+                lambda ids: present_vectors(items.index.get_vectors, ids),
+                cfg.catalog_taxonomy,
+                cfg.taxonomy_naming,
+            )
+            if cfg.catalog_taxonomy is not None
+            else None
+        )
+        self.taxonomy = SharedTaxonomy(store, labels, cfg.taxonomy_threshold, self.catalog_taxonomy)
         self.trees = TreeService(
             store,
             self.events,
@@ -98,6 +120,7 @@ class InterestEngine:
                 naming_budget_s=cfg.naming_budget_s,
                 builder=cfg.builder,
                 batch_users_in_flight=cfg.batch_users_in_flight,
+                project_onto_taxonomy=cfg.project_trees,
             ),
         )
         self.recommender = Recommender(
@@ -125,12 +148,15 @@ class InterestEngine:
                 min_events=cfg.collaborative_min_events,
                 hnsw_ef_search=cfg.hnsw_ef_search,
             ),
+            self.catalog_taxonomy,
         )
         self._write_lock = write_lock
 
     def _open(self) -> None:
         self.catalog.open()
         self.taxonomy.open()
+        if self.catalog_taxonomy is not None:
+            self.catalog_taxonomy.open()
         if self.config.collaborative is not None:
             self.recommender.load_collaborative()
 
@@ -147,6 +173,20 @@ class InterestEngine:
         """Saves indexes that changed since the last save."""
         async with self._write_lock:
             await asyncio.to_thread(self._save_dirty)
+
+    async def delete_user(self, user_id: str) -> tuple[int, int]:
+        """Erases a user from the store (`Store.delete_user`): (events, revisions) deleted.
+        It holds the user's build lock and the write lock, so no build in flight stores a
+        revision after it. Indexes hold no user data; the learned models lose the user's
+        influence at the next refresh (the event count they were trained on no longer matches)."""
+        async with self.trees._user_lock(user_id), self._write_lock:
+            return await asyncio.to_thread(self.store.delete_user, user_id)
+
+    @property
+    def write_lock(self) -> asyncio.Lock:
+        """Held by every store-and-index write; a replica applies other replicas' changes to
+        its indexes under it (`taxonomy.storage.postgres_replica`)."""
+        return self._write_lock
 
     async def close(self) -> None:
         await self.flush()

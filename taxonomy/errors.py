@@ -46,6 +46,13 @@ class NotFoundError(DomainError):
         self.resource_name = resource_name
 
 
+class AbortedError(DomainError):
+    """A write that lost a race with a concurrent one (another replica stored the same
+    revision first): ABORTED, nothing of it stored; the caller may retry or read the winner."""
+
+    reason = "ABORTED"
+
+
 class InternalError(DomainError):
     """A failure that is no fault of the request (a bug, a broken dependency); the server
     renders it as INTERNAL. Used where one unit of a batch fails and the batch goes on."""

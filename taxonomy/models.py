@@ -42,6 +42,10 @@ class EventType(enum.IntEnum):
     RATE = 3
     LIKE = 4
     PURCHASE = 5
+    DISLIKE = 6
+    """Negative feedback: pushes similar items down (taxonomy/recommendation/negative.py)."""
+    HIDE = 7
+    """Negative feedback: the item never comes back to this user."""
 
 
 class TextSource(enum.IntEnum):
@@ -203,6 +207,31 @@ class TaxonomyNode(Strict):
     label: str
     aliases: list[str] = Field(default_factory=list)
     node_count: int = 0
+    parent_id: str | None = None
+    """Catalog taxonomy only: the parent node (None at level 1)."""
+    level: int = 0
+    """Catalog taxonomy only: 1 = coarsest; 0 for a node of the label vocabulary."""
+    item_count: int = 0
+    central_items: list[str] = Field(default_factory=list)
+    """Catalog taxonomy only: the items nearest the node's centroid, most central first."""
+    label_source: TextSource = TextSource.UNSPECIFIED
+
+
+class CatalogTaxonomyNode(Strict):
+    """One node of the catalog taxonomy as stored: its items and how its label was made."""
+
+    taxonomy_id: str
+    parent_id: str | None
+    level: int = Field(ge=1)
+    label: str
+    label_source: TextSource
+    kind: str
+    """"category" (a category-path term) or "cluster" (a cluster of item vectors)."""
+    items: list[str]
+    central_items: list[str]
+    named: bool = False
+    """The label is settled (the model answered, or there was nothing to choose from): a
+    settled cluster is not asked again while its membership stays."""
 
 
 class InterestTree(Strict):

@@ -15,9 +15,17 @@ from numpy.typing import NDArray
 from openai.types.chat import ChatCompletionMessageParam
 
 from index import VectorIndex
-from taxonomy.models import Event, InterestTree, Item, TaxonomyNode, TreeDiff
+from taxonomy.models import (
+    CatalogTaxonomyNode,
+    Event,
+    InterestTree,
+    Item,
+    TaxonomyNode,
+    TreeDiff,
+)
 
 __all__ = [
+    "CATALOG_TAXONOMY_VERSION_KEY",
     "CATALOG_VERSION_KEY",
     "TAXONOMY_VERSION_KEY",
     "ChatModel",
@@ -32,6 +40,7 @@ __all__ = [
 # reflect, and are rebuilt when those differ.
 CATALOG_VERSION_KEY = "catalog_version"
 TAXONOMY_VERSION_KEY = "taxonomy_version"
+CATALOG_TAXONOMY_VERSION_KEY = "catalog_taxonomy_version"
 
 
 def vectors_version_key(space: str) -> str:
@@ -55,6 +64,11 @@ class Store(Protocol):
     def user_exists(self, user_id: str) -> bool: ...
     def user_events(self, user_id: str) -> list[Event]: ...
     def event_count(self) -> int: ...
+    def item_count(self) -> int: ...
+    def user_count(self) -> int:
+        """Users with at least one recorded event."""
+        ...
+
     def all_sequences(self) -> Iterator[tuple[str, list[Event]]]: ...
     def save_tree(
         self,
@@ -69,6 +83,15 @@ class Store(Protocol):
     ) -> list[tuple[InterestTree, TreeDiff]]: ...
     def taxonomy_vectors(self) -> tuple[list[str], NDArray[np.float32]]: ...
     def list_taxonomy(self, offset: int, limit: int) -> list[TaxonomyNode]: ...
+    def replace_catalog_taxonomy(self, nodes: Sequence[CatalogTaxonomyNode]) -> None: ...
+    def catalog_taxonomy(self) -> list[CatalogTaxonomyNode]: ...
+    def taxonomy_node_counts(self) -> dict[str, int]: ...
+    def delete_user(self, user_id: str) -> tuple[int, int]:
+        """Erases every event, tree revision and taxonomy reference of a user in one
+        transaction, leaving nothing of them in the store's files (deleted rows overwritten,
+        logs truncated); returns (events, revisions) deleted. Idempotent."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -20,6 +20,11 @@ from server.app import Runtime, create_server
 from server.config import Settings
 from taxonomy.trees.naming import NamingMode
 
+# Every backend of the Store port: `store_backend` runs a test on SQLite and on PostgreSQL.
+from .storage.backends import StoreBackend, postgres_server, store_backend
+
+__all__ = ["postgres_server", "store_backend"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -46,9 +51,17 @@ class RunningServer:
         await self.runtime.close()
 
 
-def data_only_settings(data_dir: Path) -> Settings:
-    """The service without a language model: trees come from the data alone."""
-    return Settings(data_dir=data_dir, embedded_llm=False, naming_mode=NamingMode.OFF, port=0)
+def data_only_settings(data_dir: Path, backend: StoreBackend | None = None) -> Settings:
+    """The service without a language model: trees come from the data alone. With a
+    `backend`, its store (SQLite in data_dir, or a PostgreSQL schema of the test's own)."""
+    return Settings(
+        data_dir=data_dir,
+        embedded_llm=False,
+        naming_mode=NamingMode.OFF,
+        port=0,
+        store_url=backend.store_url if backend else None,
+        store_schema=backend.store_schema if backend else None,
+    )
 
 
 def make_stubs(channel: grpc.aio.Channel) -> Stubs:
@@ -71,7 +84,13 @@ async def start_server(settings: Settings) -> RunningServer:
 
 
 @pytest.fixture
-async def data_only_server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    running = await start_server(data_only_settings(tmp_path / "data"))
+async def data_only_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[RunningServer]:
+    """A server on SQLite; in a module marked `usefixtures("store_backend")`, on each backend."""
+    backend: StoreBackend | None = None
+    if "store_backend" in request.fixturenames:
+        backend = request.getfixturevalue("store_backend")
+    running = await start_server(data_only_settings(tmp_path / "data", backend))
     yield running
     await running.stop()

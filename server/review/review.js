@@ -1,4 +1,5 @@
-// The review page: fetches one user's review from /api/users/{id} and draws it.
+// The review page: fetches one user's review from /api/users/{id} and draws it; without a user,
+// the overview (/api/overview, /api/user-list), and with ?item=, the users citing that item.
 // Item titles, labels and explanations come from users and models, so text only ever goes
 // into the page through textContent (never innerHTML).
 
@@ -35,6 +36,28 @@ function setStatus(text, isError = false) {
   status.hidden = text === "";
 }
 
+// Links ----------------------------------------------------------------------------------
+
+const userHref = (userId) => `/?user=${encodeURIComponent(userId)}`;
+
+function userLink(userId) {
+  return el("a", { href: userHref(userId), className: "user-link", "data-user": userId }, userId);
+}
+
+// An item's title, linking to the users whose trees cite the item.
+function itemLink(item) {
+  return el(
+    "a",
+    {
+      href: `/?item=${encodeURIComponent(item.item_id)}`,
+      className: "item-link",
+      "data-item": item.item_id,
+      title: "users whose trees cite this item",
+    },
+    item.title,
+  );
+}
+
 // Tree ------------------------------------------------------------------------------------
 
 function nodeCard(node, children) {
@@ -54,7 +77,7 @@ function nodeCard(node, children) {
     ),
   );
   const evidence = el("ul", { className: "evidence", "aria-label": "evidence" });
-  for (const item of node.evidence) evidence.append(el("li", {}, item.title));
+  for (const item of node.evidence) evidence.append(el("li", {}, itemLink(item)));
   const item = el(
     "li",
     { className: `node level-${node.level}`, id: `node-${node.id}`, "data-node-id": node.id },
@@ -180,7 +203,7 @@ function drawRecommendations(review) {
         el(
           "div",
           { className: "rec-header" },
-          el("span", { className: "rec-title" }, rec.title),
+          el("span", { className: "rec-title" }, itemLink(rec)),
           el("span", { className: "score", title: "similarity to the fused vector" }, rec.score.toFixed(3)),
         ),
         el("p", { className: "reason" }, rec.reason),
@@ -201,6 +224,12 @@ function changeList(title, entries, describe) {
 
 function sentence(text) {
   return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+// A diff's node with its ancestors ("Books › Fiction › Mystery"), so that two nodes of one
+// label and level are told apart; `label` replaces the node's own (a relabeled node's old one).
+function nodePath(node, label = node.label) {
+  return [...(node.path || []), label].join(" › ");
 }
 
 function titles(items) {
@@ -232,17 +261,17 @@ function drawRevisions(review) {
       } else {
         body.append(el("p", { className: "summary" }, `Changes: ${changes.summary}.`));
         for (const part of [
-          changeList("Added", changes.added, (n) => `${n.label} (level ${n.level})`),
-          changeList("Removed", changes.removed, (n) => `${n.label} (level ${n.level})`),
-          changeList("Relabeled", changes.relabeled, (n) => `${n.before} → ${n.label}`),
+          changeList("Added", changes.added, (n) => `${nodePath(n)} (level ${n.level})`),
+          changeList("Removed", changes.removed, (n) => `${nodePath(n)} (level ${n.level})`),
+          changeList("Relabeled", changes.relabeled, (n) => `${nodePath(n, n.before)} → ${n.label}`),
           changeList(
             "Reweighted",
             changes.reweighted,
-            (n) => `${n.label}: ${percent(n.before)} → ${percent(n.after)}`,
+            (n) => `${nodePath(n)}: ${percent(n.before)} → ${percent(n.after)}`,
           ),
           changeList("Evidence", changes.evidence_changed, (n) =>
             [
-              `${n.label}:`,
+              `${nodePath(n)}:`,
               n.gained.length ? ` + ${titles(n.gained)}` : "",
               n.lost.length ? ` − ${titles(n.lost)}` : "",
             ].join(""),
@@ -320,11 +349,30 @@ async function reweigh(userId, weights) {
   document.body.dataset.weights = weights.join(",");
 }
 
+// With `--require-auth` the JSON API takes the same Bearer key as the gRPC port (reader role).
+// The key is asked for once per tab and kept in sessionStorage, never in the URL or a cookie.
+const KEY_STORAGE = "interest-tree-api-key";
+
+async function apiFetch(url) {
+  const send = (key) => fetch(url, key ? { headers: { Authorization: `Bearer ${key}` } } : {});
+  const used = sessionStorage.getItem(KEY_STORAGE);
+  let response = await send(used);
+  if (response.status !== 401) return response;
+  // Another request may have asked for the key meanwhile: try that one before asking.
+  let key = sessionStorage.getItem(KEY_STORAGE);
+  if (!key || key === used) {
+    key = (window.prompt("This service needs an API key (reader role):") || "").trim();
+    if (!key) return response;
+    sessionStorage.setItem(KEY_STORAGE, key);
+  }
+  return send(key);
+}
+
 async function fetchReview(userId, weights) {
   const query = weights ? `?level_weights=${weights.join(",")}` : "";
   let response;
   try {
-    response = await fetch(`/api/users/${encodeURIComponent(userId)}${query}`);
+    response = await apiFetch(`/api/users/${encodeURIComponent(userId)}${query}`);
   } catch (error) {
     setStatus(`Could not reach the service: ${error.message}`, true);
     return null;
@@ -338,15 +386,14 @@ async function fetchReview(userId, weights) {
 }
 
 async function review(userId) {
-  const section = document.getElementById("review");
   setStatus(`Loading ${userId}…`);
   const body = await fetchReview(userId, null);
   if (!body) {
-    section.hidden = true;
+    showOnly(null);
     return;
   }
   if (!body.tree) {
-    section.hidden = true;
+    showOnly(null);
     setStatus(`${body.user} has events but no interest tree yet.`);
     return;
   }
@@ -356,14 +403,146 @@ async function review(userId) {
   drawWeightControls(userId, body.levels);
   drawRecommendations(body);
   drawRevisions(body);
-  section.hidden = false;
+  showOnly("review");
   setStatus("");
   document.body.dataset.loaded = userId;
 }
 
+// Overview --------------------------------------------------------------------------------
+
+async function getJson(url) {
+  let response;
+  try {
+    response = await apiFetch(url);
+  } catch (error) {
+    setStatus(`Could not reach the service: ${error.message}`, true);
+    return null;
+  }
+  const body = await response.json();
+  if (!response.ok) {
+    setStatus(body.error || `HTTP ${response.status}`, true);
+    return null;
+  }
+  return body;
+}
+
+function showOnly(id) {
+  for (const section of ["overview", "item-view", "review"]) {
+    document.getElementById(section).hidden = section !== id;
+  }
+}
+
+const USERS_PAGE = 25;
+let userSearch = { search: "", offset: 0 };
+
+async function drawUserPage() {
+  const { search, offset } = userSearch;
+  const query = `search=${encodeURIComponent(search)}&offset=${offset}&limit=${USERS_PAGE}`;
+  const body = await getJson(`/api/user-list?${query}`);
+  if (!body) return;
+  // A newer search may have started meanwhile: draw only the latest.
+  if (search !== userSearch.search || offset !== userSearch.offset) return;
+  const list = document.getElementById("user-list");
+  list.replaceChildren(...body.users.map((userId) => el("li", {}, userLink(userId))));
+  if (!body.users.length) list.append(el("li", { className: "empty" }, "No user matches."));
+  const last = body.offset + body.users.length;
+  document.getElementById("users-page").textContent = body.total
+    ? `${body.offset + 1}–${last} of ${body.total}`
+    : "0 of 0";
+  document.getElementById("users-prev").disabled = body.offset === 0;
+  document.getElementById("users-next").disabled = body.next_offset === null;
+  document.body.dataset.userPage = `${search}:${body.offset}`;
+}
+
+async function showOverview() {
+  setStatus("Loading the overview…");
+  const body = await getJson("/api/overview");
+  if (!body) return;
+  const counts = document.getElementById("counts");
+  counts.replaceChildren(
+    ...["items", "users", "events"].map((name) =>
+      el(
+        "div",
+        { "data-count": name },
+        el("dt", {}, name),
+        el("dd", {}, body.counts[name].toLocaleString("en")),
+      ),
+    ),
+  );
+  const recent = document.getElementById("recent");
+  recent.replaceChildren(
+    ...body.recent.map((tree) =>
+      el(
+        "li",
+        { "data-user": tree.user_id },
+        userLink(tree.user_id),
+        el(
+          "span",
+          { className: "recent-meta" },
+          `revision ${tree.revision} · ${tree.node_count} interests · built ${when(tree.create_time)}`,
+        ),
+      ),
+    ),
+  );
+  if (!body.recent.length) recent.append(el("li", { className: "empty" }, "No tree built yet."));
+  await drawUserPage();
+  showOnly("overview");
+  setStatus("");
+  document.body.dataset.loaded = "overview";
+}
+
+async function showItem(itemId) {
+  setStatus(`Loading ${itemId}…`);
+  const body = await getJson(`/api/items/${encodeURIComponent(itemId)}/users`);
+  if (!body) {
+    showOnly(null);
+    return;
+  }
+  const title = body.item.exists ? body.item.title : `${itemId} (not in the catalog)`;
+  document.getElementById("item-heading").textContent = `Cited by: ${title}`;
+  const list = document.getElementById("citing");
+  list.replaceChildren(
+    ...body.users.map((user) =>
+      el(
+        "li",
+        { "data-user": user.user_id },
+        userLink(user.user_id),
+        el("span", { className: "citing-nodes" }, user.nodes.join("; ")),
+      ),
+    ),
+  );
+  if (!body.users.length) list.append(el("li", { className: "empty" }, "No tree cites this item."));
+  if (body.more) list.append(el("li", { className: "more" }, "More users cite it."));
+  showOnly("item-view");
+  setStatus("");
+  document.body.dataset.loaded = `item:${itemId}`;
+}
+
+function startOverview() {
+  const search = document.getElementById("user-search");
+  const form = document.getElementById("user-search-form");
+  const searchNow = () => {
+    userSearch = { search: search.value.trim(), offset: 0 };
+    drawUserPage();
+  };
+  search.addEventListener("input", searchNow);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    searchNow();
+  });
+  document.getElementById("users-prev").addEventListener("click", () => {
+    userSearch = { ...userSearch, offset: Math.max(0, userSearch.offset - USERS_PAGE) };
+    drawUserPage();
+  });
+  document.getElementById("users-next").addEventListener("click", () => {
+    userSearch = { ...userSearch, offset: userSearch.offset + USERS_PAGE };
+    drawUserPage();
+  });
+}
+
 async function suggest(prefix) {
   try {
-    const response = await fetch(`/api/users?prefix=${encodeURIComponent(prefix)}`);
+    const response = await apiFetch(`/api/users?prefix=${encodeURIComponent(prefix)}`);
     if (!response.ok) return;
     const { users } = await response.json();
     document
@@ -387,11 +566,18 @@ function start() {
     review(userId);
   });
   input.addEventListener("input", () => suggest(input.value.trim()));
+  startOverview();
   const fromUrl = () => {
-    const userId = new URL(window.location.href).searchParams.get("user");
+    const params = new URL(window.location.href).searchParams;
+    const userId = params.get("user");
+    const itemId = params.get("item");
     if (userId) {
       input.value = userId;
       review(userId);
+    } else if (itemId) {
+      showItem(itemId);
+    } else {
+      showOverview();
     }
   };
   window.addEventListener("popstate", fromUrl);

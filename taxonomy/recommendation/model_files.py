@@ -44,6 +44,11 @@ def save_model(directory: Path, model: CollaborativeModel, event_count: int) -> 
     atomic_write(directory / MODEL_FILE, buffer.getvalue())
 
 
+def delete_model(directory: Path) -> None:
+    """Removes the saved model, so that a restart cannot bring back what it learned."""
+    (directory / MODEL_FILE).unlink(missing_ok=True)
+
+
 def load_model(directory: Path) -> tuple[CollaborativeModel, int] | None:
     path = directory / MODEL_FILE
     if not path.exists():

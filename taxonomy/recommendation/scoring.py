@@ -12,7 +12,7 @@ returned order is the order of the scores.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,6 +40,9 @@ class Recommendation:
     nodes: list[ScoredNode]
     """Every node with a non-zero contribution, strongest first; they add up to `score`."""
     reason: str
+    because: list[str] = field(default_factory=list)
+    """The evidence items of the named nodes closest to this item, which `reason` names
+    (taxonomy/recommendation/reasons.py)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,10 @@ def rank(
     return results
 
 
-def reason(nodes: Sequence[ScoredNode]) -> str:
+def reason(nodes: Sequence[ScoredNode], because: Sequence[str] = ()) -> str:
+    """One line: the strongest one or two nodes, then the items of their evidence that are
+    closest to the recommended item (`because`, as titles), so that two items brought by one
+    interest give different reasons."""
     if not nodes:
         return "Close to your interests."
     first = nodes[0].node
@@ -134,4 +140,6 @@ def reason(nodes: Sequence[ScoredNode]) -> str:
     if len(nodes) > 1:
         second = nodes[1].node
         text += f" and {second.label} (level {second.level})"
+    if because:
+        text += ": close to " + " and ".join(f"\u201c{title}\u201d" for title in because)
     return text + "."

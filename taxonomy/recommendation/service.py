@@ -6,28 +6,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from index.versioned import VersionedIndex
-from taxonomy.errors import FieldViolation, InvalidArgumentError
-from taxonomy.events.history import event_weight
+from taxonomy.errors import FieldViolation, InvalidArgumentError, NotFoundError
+from taxonomy.events.history import event_weight, is_interest, negative_feedback
 from taxonomy.events.service import EventLog
-from taxonomy.models import Event, InterestNode, InterestTree
+from taxonomy.models import Event, EventType, InterestNode, InterestTree
 from taxonomy.ports import Store
 from taxonomy.recommendation.candidates import ItemFilter, Pool
 from taxonomy.recommendation.collaborative_space import CollaborativeRetrieval, build_retrieval
 from taxonomy.recommendation.levels import LevelTimeScales, level_item_weights
 from taxonomy.recommendation.lists import Slate, UserQuery, flat_list, slates
 from taxonomy.recommendation.model_files import load_model
+from taxonomy.recommendation.negative import DEFAULT_DISLIKE_WEIGHT, push_away
 from taxonomy.recommendation.profile import build_profile
+from taxonomy.recommendation.reasons import with_evidence, with_titles
 from taxonomy.recommendation.rerank import RerankConfig
 from taxonomy.recommendation.scoring import Recommendation
+from taxonomy.recommendation.similar import SimilarQuery, SimilarResult, describe, nearest_items
 from taxonomy.recommendation.spaces import VectorSpace, text_space
+from taxonomy.trees.builder import build_data_tree
+from taxonomy.trees.graph import tree_from_graph
 from taxonomy.trees.service import TreeService
 
 logger = logging.getLogger(__name__)
+
+SESSION_USER = "session"
+"""The user id of an anonymous session's transient tree (Recommend's context_items)."""
+
+
+def item_not_found(item_id: str) -> NotFoundError:
+    """As the catalog room says it (taxonomy/catalog/service.py)."""
+    return NotFoundError(
+        f"item {item_id!r} does not exist", resource_type="item", resource_name=f"items/{item_id}"
+    )
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,8 @@ class RecommendConfig:
     rerank: RerankConfig | None = field(default_factory=RerankConfig)
     """Re-scoring of the top HNSW candidates with the full-rank next-item model; None disables."""
     time_scales: LevelTimeScales = field(default_factory=LevelTimeScales)
+    dislike_weight: float = DEFAULT_DISLIKE_WEIGHT
+    """λ of the disliked items' vector subtracted from every node's (recommendation/negative.py)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,10 @@ class RecommendQuery:
     include_seen: bool = False
     item_filter: ItemFilter = field(default_factory=ItemFilter)
     interest_quota: int = 0
+    context_items: tuple[str, ...] = ()
+    """With no user_id: an anonymous session's items, oldest first (a transient tree)."""
+    allow_fallback: bool = False
+    """An unknown user (or a session of unknown items) gets the popular list, not NOT_FOUND."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,8 @@ class RecommendResult:
     recommendations: list[Recommendation]
     tree_revision: int
     level_weights: list[float]
+    fallback: bool = False
+    """The popular-items list of `allow_fallback`: no tree behind it, no nodes named."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,8 @@ class Recommender:
         self._models_dir = models_dir
         self._config = config
         self.collaborative: CollaborativeRetrieval | None = None
+        self._popular: tuple[int, list[tuple[str, int]]] | None = None
+        """(event count it was computed at, items by how many users interacted with them)."""
 
     def load_collaborative(self) -> None:
         """Blocking: serves the saved collaborative model, if there is one."""
@@ -148,6 +174,11 @@ class Recommender:
         events = await self._events.user_events(user_id)
         exclude = set() if include_seen else {event.item_id for event in events}
         exclude |= item_filter.exclude_items
+        # A hidden item never comes back, include_seen or not.
+        exclude |= negative_feedback(events).hidden
+        return tree, events, await self._pool(exclude, item_filter)
+
+    async def _pool(self, exclude: set[str], item_filter: ItemFilter) -> Pool:
         allowed: set[str] | None = None
         if item_filter.categories:
             allowed = await asyncio.to_thread(
@@ -156,12 +187,97 @@ class Recommender:
         if item_filter.candidate_items is not None:
             wanted = set(item_filter.candidate_items)
             allowed = wanted if allowed is None else allowed & wanted
-        return tree, events, Pool(exclude, allowed)
+        return Pool(exclude, allowed)
 
     async def recommend(self, query: RecommendQuery) -> RecommendResult:
+        if not query.user_id:
+            return await self._recommend_session(query)
+        if query.allow_fallback and not await asyncio.to_thread(
+            self._store.user_exists, query.user_id
+        ):
+            return await self._fallback(query)
         tree, events, pool = await self._prepare(
             query.user_id, query.include_seen, query.item_filter
         )
+        return await self._recommend_from(tree, events, pool, query)
+
+    async def _recommend_session(self, query: RecommendQuery) -> RecommendResult:
+        """An anonymous session: a transient data tree of its known items, stored nowhere."""
+        found = await asyncio.to_thread(self._store.get_items, list(query.context_items))
+        known = list(dict.fromkeys(i for i in query.context_items if i in found))
+        if not known:
+            if query.allow_fallback:
+                return await self._fallback(query)
+            raise InvalidArgumentError(
+                "no context item is in the catalog",
+                [FieldViolation("context_items", "none of the items exists")],
+                reason="UNKNOWN_CONTEXT_ITEMS",
+            )
+        now = datetime.now(UTC)
+        events = [
+            Event(
+                user_id=SESSION_USER,
+                item_id=item_id,
+                event_type=EventType.VIEW,
+                event_time=now - timedelta(seconds=len(known) - position),
+            )
+            for position, item_id in enumerate(known)
+        ]
+        graph = build_data_tree(SESSION_USER, self._events.summarize(events), found)
+        tree = tree_from_graph(
+            graph,
+            user_id=SESSION_USER,
+            revision=0,
+            create_time=now,
+            event_count=len(events),
+            model="",
+        )
+        exclude = set() if query.include_seen else set(known)
+        pool = await self._pool(exclude | query.item_filter.exclude_items, query.item_filter)
+        return await self._recommend_from(tree, events, pool, query)
+
+    async def _fallback(self, query: RecommendQuery) -> RecommendResult:
+        """The most popular items the filters allow, by how many users interacted with them."""
+        pool = await self._pool(set(query.item_filter.exclude_items), query.item_filter)
+        popular = await asyncio.to_thread(self._popular_items)
+        chosen = [
+            (item_id, users)
+            for item_id, users in popular
+            if item_id not in pool.exclude and (pool.allowed is None or item_id in pool.allowed)
+        ][: query.page_size]
+        most = max((users for _, users in chosen), default=1)
+        recommendations = [
+            Recommendation(
+                item_id,
+                users / most,
+                [],
+                f"Popular: {users} {'user' if users == 1 else 'users'} interacted with it.",
+            )
+            for item_id, users in chosen
+        ]
+        return RecommendResult(recommendations, 0, [], fallback=True)
+
+    def _popular_items(self) -> list[tuple[str, int]]:
+        """Blocking: catalog items by how many users showed interest in them, most first;
+        recomputed when the event count changed."""
+        count = self._store.event_count()
+        if self._popular is not None and self._popular[0] == count:
+            return self._popular[1]
+        users: dict[str, int] = {}
+        for _, sequence in self._store.all_sequences():
+            for item_id in {event.item_id for event in sequence if is_interest(event)}:
+                users[item_id] = users.get(item_id, 0) + 1
+        live = self._catalog_index.index
+        ranked = sorted(
+            ((item_id, n) for item_id, n in users.items() if item_id in live),
+            key=lambda pair: (-pair[1], pair[0]),
+        )
+        self._popular = (count, ranked)
+        return ranked
+
+    async def _recommend_from(
+        self, tree: InterestTree, events: Sequence[Event], pool: Pool, query: RecommendQuery
+    ) -> RecommendResult:
         weights = self.level_weights(tree.depth, query.level_weights)
         if sum(weights) <= 0:
             # Requested weights may cover only levels this tree lacks; a known user still gets
@@ -172,9 +288,11 @@ class Recommender:
             user = self._user_query(tree, weights, events)
             if user is None:
                 return []
-            return flat_list(user, query.page_size, pool, query.interest_quota)
+            listed = flat_list(user, query.page_size, pool, query.interest_quota)
+            return with_evidence(listed, user.space.index)
 
-        return RecommendResult(await asyncio.to_thread(run), tree.revision, weights)
+        recommendations = await self._titled(await asyncio.to_thread(run))
+        return RecommendResult(recommendations, tree.revision, weights)
 
     async def recommend_by_interest(self, query: InterestSlatesQuery) -> SlatesResult:
         tree, events, pool = await self._prepare(
@@ -193,23 +311,66 @@ class Recommender:
             user = self._user_query(tree, weights, events)
             if user is None:
                 return []
-            return slates(user, level, query.max_interests, query.page_size, pool)
+            return [
+                replace(
+                    slate, recommendations=with_evidence(slate.recommendations, user.space.index)
+                )
+                for slate in slates(user, level, query.max_interests, query.page_size, pool)
+            ]
 
-        return SlatesResult(await asyncio.to_thread(run), tree.revision)
+        found = await asyncio.to_thread(run)
+        return SlatesResult(
+            [replace(s, recommendations=await self._titled(s.recommendations)) for s in found],
+            tree.revision,
+        )
+
+    async def similar_items(self, query: SimilarQuery) -> SimilarResult:
+        """The items nearest to one item, with reasons (taxonomy/recommendation/similar.py)."""
+        found = await asyncio.to_thread(self._store.get_items, [query.item_id])
+        if query.item_id not in found:
+            raise item_not_found(query.item_id)
+        source = found[query.item_id]
+        pool = await self._pool(set(query.item_filter.exclude_items), query.item_filter)
+
+        def run() -> tuple[list[tuple[str, float]], str]:
+            collaborative = self.collaborative
+            if collaborative is not None and self._config.retrieval != "text":
+                scored = nearest_items(collaborative.space, query.item_id, query.page_size, pool)
+                if scored:
+                    return scored, collaborative.space.name
+            space = text_space(self._catalog_index.index)
+            return nearest_items(space, query.item_id, query.page_size, pool), space.name
+
+        scored, space = await asyncio.to_thread(run)
+        items = await asyncio.to_thread(self._store.get_items, [i for i, _ in scored])
+        return SimilarResult(describe(source, scored, items, space), space)
+
+    async def _titled(self, recommendations: Sequence[Recommendation]) -> list[Recommendation]:
+        """Reasons that name the items they cite by title (taxonomy/recommendation/reasons.py)."""
+        cited = sorted({item for rec in recommendations for item in rec.because})
+        if not cited:
+            return list(recommendations)
+        items = await asyncio.to_thread(self._store.get_items, cited)
+        return with_titles(
+            recommendations, {item_id: item.title for item_id, item in items.items()}
+        )
 
     def _user_query(
         self, tree: InterestTree, weights: Sequence[float], events: Sequence[Event]
     ) -> UserQuery | None:
         """The user in the collaborative space when it knows some of their items, else in the
-        text space."""
+        text space. Negative feedback is no interest: dislikes push similar items down."""
+        disliked = negative_feedback(events).disliked
+        events = [event for event in events if is_interest(event)]
         collaborative = self.collaborative
         if collaborative is not None and self._config.retrieval != "text":
-            user = self._profile_in(collaborative.space, tree, weights, events)
+            user = self._profile_in(collaborative.space, tree, weights, events, disliked)
             if user is not None:
                 rerank = self._config.rerank
                 reranker = collaborative.reranker(events, event_weight, rerank) if rerank else None
                 return UserQuery(user.profile, user.space, reranker)
-        return self._profile_in(text_space(self._catalog_index.index), tree, weights, events)
+        space = text_space(self._catalog_index.index)
+        return self._profile_in(space, tree, weights, events, disliked)
 
     def _profile_in(
         self,
@@ -217,6 +378,7 @@ class Recommender:
         tree: InterestTree,
         weights: Sequence[float],
         events: Sequence[Event],
+        disliked: Mapping[str, float],
     ) -> UserQuery | None:
         scales = self._config.time_scales
         per_level = [
@@ -226,4 +388,7 @@ class Recommender:
             for level in range(1, tree.depth + 1)
         ]
         profile = build_profile(tree, weights, per_level, space)
-        return UserQuery(profile, space, None) if profile is not None else None
+        if profile is None:
+            return None
+        pushed = push_away(profile, space, disliked, self._config.dislike_weight)
+        return UserQuery(pushed, space, None)

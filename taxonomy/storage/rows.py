@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS tree_node_taxonomy (
     PRIMARY KEY (user_id, node_id)
 );
 CREATE INDEX IF NOT EXISTS tree_nodes_by_taxonomy ON tree_node_taxonomy (taxonomy_id);
+CREATE TABLE IF NOT EXISTS catalog_taxonomy (
+    position INTEGER PRIMARY KEY,
+    taxonomy_id TEXT NOT NULL UNIQUE,
+    node TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL

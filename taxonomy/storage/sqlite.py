@@ -18,8 +18,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from taxonomy.models import Event, InterestTree, Item, TaxonomyNode, TreeDiff
-from taxonomy.ports import CATALOG_VERSION_KEY, TAXONOMY_VERSION_KEY, vectors_version_key
+from taxonomy.models import CatalogTaxonomyNode, Event, InterestTree, Item, TaxonomyNode, TreeDiff
+from taxonomy.ports import (
+    CATALOG_TAXONOMY_VERSION_KEY,
+    CATALOG_VERSION_KEY,
+    TAXONOMY_VERSION_KEY,
+    vectors_version_key,
+)
 from taxonomy.storage.rows import (
     EVENT_COLUMNS,
     EVENT_ORDER,
@@ -208,6 +213,16 @@ class SqliteStore:
             row = self._conn.execute("SELECT COUNT(*) FROM events").fetchone()
         return int(row[0])
 
+    def item_count(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT COUNT(*) FROM items").fetchone()
+        return int(row[0])
+
+    def user_count(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT COUNT(DISTINCT user_id) FROM events").fetchone()
+        return int(row[0])
+
     def all_sequences(self) -> Iterator[tuple[str, list[Event]]]:
         with self._lock:
             rows = self._conn.execute(
@@ -323,6 +338,51 @@ class SqliteStore:
             )
             for row in rows
         ]
+
+    def replace_catalog_taxonomy(self, nodes: Sequence[CatalogTaxonomyNode]) -> None:
+        """Swaps the whole catalog taxonomy in one transaction (its cached names with it)."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM catalog_taxonomy")
+            conn.executemany(
+                "INSERT INTO catalog_taxonomy (position, taxonomy_id, node) VALUES (?, ?, ?)",
+                [(i, node.taxonomy_id, node.model_dump_json()) for i, node in enumerate(nodes)],
+            )
+            self._bump(conn, CATALOG_TAXONOMY_VERSION_KEY)
+
+    def catalog_taxonomy(self) -> list[CatalogTaxonomyNode]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT node FROM catalog_taxonomy ORDER BY position"
+            ).fetchall()
+        return [CatalogTaxonomyNode.model_validate_json(row[0]) for row in rows]
+
+    def taxonomy_node_counts(self) -> dict[str, int]:
+        """How many nodes of users' latest trees map to each taxonomy id."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT taxonomy_id, COUNT(*) FROM tree_node_taxonomy GROUP BY taxonomy_id"
+            ).fetchall()
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    def delete_user(self, user_id: str) -> tuple[int, int]:
+        """Deletes the user's rows with `secure_delete` on (SQLite overwrites the freed
+        content with zeros), then checkpoints and truncates the WAL, whose older frames still
+        held the rows, so that neither file keeps a byte of the user."""
+        with self._lock:
+            self._conn.execute("PRAGMA secure_delete=ON")
+            try:
+                with self._transaction() as conn:
+                    events = conn.execute(
+                        "DELETE FROM events WHERE user_id = ?", (user_id,)
+                    ).rowcount
+                    revisions = conn.execute(
+                        "DELETE FROM trees WHERE user_id = ?", (user_id,)
+                    ).rowcount
+                    conn.execute("DELETE FROM tree_node_taxonomy WHERE user_id = ?", (user_id,))
+            finally:
+                self._conn.execute("PRAGMA secure_delete=OFF")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return events, revisions
 
     def close(self) -> None:
         with self._lock:

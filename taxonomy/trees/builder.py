@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from taxonomy.events.history import HistoryItem
-from taxonomy.models import Item, TextSource
+from taxonomy.models import CatalogTaxonomyNode, Item, TextSource
 from taxonomy.trees.clustering import cluster_paths
 from taxonomy.trees.graph import ROOT, NodeData, add_node, node_data
 
@@ -155,6 +155,51 @@ def build_data_tree(
     return graph
 
 
+def project_tree(
+    history: Sequence[HistoryItem],
+    items: Mapping[str, Item],
+    paths: Mapping[str, Sequence[CatalogTaxonomyNode]],
+    *,
+    config: BuilderConfig = BuilderConfig(),
+) -> nx.DiGraph:
+    """The user's projection onto the catalog taxonomy: every taxonomy node the history
+    touches, holding the history items under it, with the user's weights and evidence.
+
+    `paths` gives each history item's taxonomy nodes from level 1 down to a taxonomy leaf, so
+    every item ends at a leaf of the projection; labels are the taxonomy's (named once per
+    cluster), so a projection needs no model request."""
+    if not history:
+        raise ValueError("cannot build a tree from an empty history")
+    entries = {entry.item_id: entry for entry in history}
+    graph = nx.DiGraph(root_terms=())
+    graph.add_node(ROOT)
+    for entry in history:
+        parent = ROOT
+        for taxonomy_node in paths[entry.item_id]:
+            node = f"n{taxonomy_node.taxonomy_id.removeprefix('t')}"
+            if node not in graph:
+                data = NodeData(
+                    level=taxonomy_node.level,
+                    path=(taxonomy_node.taxonomy_id,),
+                    label=taxonomy_node.label,
+                    taxonomy_node=taxonomy_node.taxonomy_id,
+                )
+                add_node(graph, node, data)
+                graph.add_edge(parent, node)
+            node_data(graph, node).members.add(entry.item_id)
+            parent = node
+    sources = {node.taxonomy_id: node.label_source for path in paths.values() for node in path}
+    _assign_weights_and_texts(graph, entries, items, config, total_items=len(history))
+    for node in graph:
+        if node == ROOT:
+            continue
+        data = node_data(graph, node)
+        # The taxonomy named the node already: nothing is left for a per-user label request.
+        data.candidates = [data.label]
+        data.label_source = sources[data.taxonomy_node]
+    return graph
+
+
 def _add_child(
     graph: nx.DiGraph, parent: str, path: tuple[str, ...], item_ids: Sequence[str] | set[str]
 ) -> None:
@@ -205,8 +250,9 @@ def data_explanation(
     label: str, member_count: int, total_items: int, weight: float, latest: datetime
 ) -> str:
     noun = "item" if total_items == 1 else "items"
+    verb = "is" if member_count == 1 else "are"  # the verb agrees with the count in the node
     return (
-        f"{member_count} of your {total_items} {noun} are in {label}, "
+        f"{member_count} of your {total_items} {noun} {verb} in {label}, "
         f"{weight:.0%} of your recent activity at this level; the latest on {latest:%Y-%m-%d}."
     )
 

@@ -36,6 +36,8 @@ class NodeData:
     """Data-backed labels the model may choose from."""
     reviewed: bool = False
     """The model answered about this node (accepted or not)."""
+    taxonomy_node: str = ""
+    """A projection's node: the catalog-taxonomy node it is the user's share of."""
 
 
 def add_node(graph: nx.DiGraph, node: str, data: NodeData) -> None:
@@ -81,6 +83,7 @@ def tree_from_graph(
                 label_source=data.label_source,
                 explanation_source=data.explanation_source,
                 reviewed=data.reviewed,
+                taxonomy_node=data.taxonomy_node,
             )
         )
     nodes.sort(key=lambda n: (n.level, -n.weight, n.node_id))

@@ -1,8 +1,11 @@
 """The trees room: building, naming, validating and storing revisions of users' trees.
 
-A build makes the data tree, lets the model refine its text within checks, falls back to the
-data tree if the result breaks an invariant, maps its nodes onto the shared taxonomy, and
-stores the revision with its diff and build stats.
+Once RefreshModels has built the catalog taxonomy, a build is the user's projection onto it
+(`builder.project_tree`): labels come from the taxonomy, named once per cluster, so the model is
+asked nothing per user except, in `free` mode, a personal explanation. Before that, a build
+makes the per-user data tree and lets the model refine its text within checks. Either way it
+falls back to the unrefined tree if the result breaks an invariant, maps its nodes onto the
+shared taxonomy, and stores the revision with its diff and build stats.
 """
 
 from __future__ import annotations
@@ -30,13 +33,20 @@ from taxonomy.errors import (
 )
 from taxonomy.events.history import HistoryItem
 from taxonomy.events.service import EventLog, UserHistory
-from taxonomy.models import BuildStats, InterestTree, Item, TreeDiff
+from taxonomy.models import (
+    BuildStats,
+    CatalogTaxonomyNode,
+    InterestTree,
+    Item,
+    TextSource,
+    TreeDiff,
+)
 from taxonomy.ports import ChatModel, Embedder, Store
 from taxonomy.recommendation.spaces import present_vectors
 from taxonomy.shared_taxonomy.service import SharedTaxonomy
-from taxonomy.trees.builder import BuilderConfig, build_data_tree
+from taxonomy.trees.builder import BuilderConfig, build_data_tree, project_tree
 from taxonomy.trees.diff import diff_trees
-from taxonomy.trees.graph import tree_from_graph
+from taxonomy.trees.graph import ROOT, node_data, tree_from_graph
 from taxonomy.trees.invariants import invariant_violations
 from taxonomy.trees.naming import NamingMode, NamingStats, refine_tree
 
@@ -52,6 +62,8 @@ class TreeConfig:
     naming_budget_s: float | None = 30.0
     """Time all model requests of one tree may take together; when it runs out the pending
     ones are cancelled and their nodes keep the data text (None: no limit)."""
+    project_onto_taxonomy: bool = True
+    """Once the catalog taxonomy is built, a tree is the history's projection onto it."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,22 @@ def _build_stats(stats: NamingStats, *, incremental: bool) -> BuildStats:
         retries=stats.retries,
         failures=stats.failures,
         rejected=sum(stats.rejected.values()),
+    )
+
+
+def _keep_taxonomy_labels(graph: nx.DiGraph) -> None:
+    """A projection's labels are the taxonomy's: in `free` mode the model may write a personal
+    explanation, but a per-user label would break the mapping to the shared node."""
+    for node in graph:
+        if node != ROOT:
+            data = node_data(graph, node)
+            if data.candidates and data.label != data.candidates[0]:
+                data.label = data.candidates[0]
+
+
+def _has_model_labels(graph: nx.DiGraph) -> bool:
+    return any(
+        node_data(graph, node).label_source is TextSource.MODEL for node in graph if node != ROOT
     )
 
 
@@ -164,15 +192,36 @@ class TreeService:
                     reason="EMPTY_HISTORY",
                 )
             previous = await asyncio.to_thread(self._store.latest_tree, user_id)
-            vectors = await asyncio.to_thread(self._bare_item_vectors, loaded.history, loaded.items)
+            paths = await asyncio.to_thread(self._taxonomy_paths, loaded.history)
+            vectors = (
+                {}
+                if paths is not None
+                else await asyncio.to_thread(self._bare_item_vectors, loaded.history, loaded.items)
+            )
             reuse = incremental and previous is not None and previous.model != ""
-            tree, stats = await self._named_tree(user_id, loaded, vectors, previous, reuse)
+            tree, stats = await self._named_tree(user_id, loaded, vectors, previous, reuse, paths)
             tree = tree.model_copy(update={"build_stats": _build_stats(stats, incremental=reuse)})
             label_vectors = await self._embedder.embed([node.label for node in tree.nodes])
             diff = diff_trees(previous, tree)
             async with self._write_lock:
                 tree = await asyncio.to_thread(self._taxonomy.store_tree, tree, diff, label_vectors)
             return BuildResult(tree=tree, naming=stats)
+
+    def _taxonomy_paths(
+        self, history: Sequence[HistoryItem]
+    ) -> dict[str, list[CatalogTaxonomyNode]] | None:
+        """Each history item's catalog-taxonomy nodes, or None when trees are not projected.
+        Blocking: an item added since the taxonomy was built is placed by its text vector."""
+        catalog = self._taxonomy.catalog
+        if not self._config.project_onto_taxonomy or catalog is None or not catalog.built:
+            return None
+        paths: dict[str, list[CatalogTaxonomyNode]] = {}
+        for entry in history:
+            path = catalog.path(entry.item_id) or catalog.place(entry.item_id)
+            if not path:
+                return None
+            paths[entry.item_id] = path
+        return paths
 
     async def _named_tree(
         self,
@@ -181,11 +230,16 @@ class TreeService:
         vectors: Mapping[str, NDArray[np.float32]],
         previous: InterestTree | None,
         reuse: bool,
+        paths: Mapping[str, Sequence[CatalogTaxonomyNode]] | None = None,
     ) -> tuple[InterestTree, NamingStats]:
-        """The data tree refined by the model; the plain data tree if the refined one breaks
-        an invariant (the property tests show the data tree never does)."""
+        """The data tree (or the projection) refined by the model; the unrefined one if the
+        refined one breaks an invariant (the property tests show the unrefined never does)."""
 
         def data_graph() -> nx.DiGraph:
+            if paths is not None:
+                return project_tree(
+                    loaded.history, loaded.items, paths, config=self._config.builder
+                )
             return build_data_tree(
                 user_id, loaded.history, loaded.items, config=self._config.builder, vectors=vectors
             )
@@ -213,9 +267,12 @@ class TreeService:
                 previous={n.node_id: n for n in previous.nodes} if reuse and previous else None,
                 budget_s=self._config.naming_budget_s,
             )
+            if paths is not None:
+                _keep_taxonomy_labels(graph)
             # A tree names its model only if some model answer shaped it (an incremental
-            # build reuses earlier answers); otherwise it is a data tree.
-            if stats.answered or stats.reused:
+            # build reuses earlier answers, a projection the taxonomy's names); otherwise it is
+            # a data tree.
+            if stats.answered or stats.reused or _has_model_labels(graph):
                 model = self._chat.model_name
         tree = to_tree(graph, model)
         problems = invariant_violations(tree, {entry.item_id for entry in loaded.history})

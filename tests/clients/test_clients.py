@@ -210,10 +210,17 @@ def test_a_generic_grpc_client_works_through_reflection(server_process: ServerPr
         client.record_events(event for event in events.events if event.user == "users/carol")
     base = f"http://{server_process.target}"
     curl = [str(buf), "curl", "--protocol", "grpc", "--http2-prior-knowledge"]
-    listed = subprocess.run(
-        [*curl, "--list-methods", base], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert "interesttree.v1.RecommendationService/Recommend" in listed.stdout.split()
+    # Both reflection protocols are served; `buf curl` asks v1 first by default.
+    for protocol in ("grpc-v1", "grpc-v1alpha"):
+        listed = subprocess.run(
+            [*curl, "--reflect-protocol", protocol, "--list-methods", base],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "interesttree.v1.RecommendationService/Recommend" in listed.stdout.split()
     called = subprocess.run(
         [
             *curl,
@@ -231,28 +238,38 @@ def test_a_generic_grpc_client_works_through_reflection(server_process: ServerPr
     assert all(rec["nodeIds"] and rec["reason"] for rec in recommendations)
 
 
-def _readme_example() -> str:
+def _readme_examples() -> list[str]:
     readme = (REPO / "clients" / "python" / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
     assert blocks, "the README has no Python example"
-    return str(blocks[0])
+    return [str(block) for block in blocks]
 
 
 def test_readme_example_runs(server_process: ServerProcess, tmp_path: Path) -> None:
-    script = tmp_path / "example.py"
-    script.write_text(_readme_example())
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "INTEREST_TREE_TARGET": server_process.target},
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Space opera" in result.stdout
-    assert "recommended: items/" in result.stdout
-    assert "rejected: INVALID_RESOURCE_NAME ['name']" in result.stdout
+    """Every block of the README, in order, on one server (the later ones use the data of
+    the first)."""
+    outputs = []
+    for number, code in enumerate(_readme_examples()):
+        script = tmp_path / f"example_{number}.py"
+        script.write_text(code)
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "INTEREST_TREE_TARGET": server_process.target},
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    first, later = outputs[0], outputs[1]
+    assert "Space opera" in first
+    assert "recommended: items/" in first
+    assert "rejected: INVALID_RESOURCE_NAME ['name']" in first
+    assert "similar: items/hyperion Like \u201cDune\u201d: " in later
+    assert "session: ['items/" in later
+    assert "fallback: True ['items/" in later
+    assert "hidden gone: True" in later
 
 
 async def test_async_client_against_the_in_process_server(

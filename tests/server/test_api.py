@@ -23,6 +23,10 @@ from taxonomy.models import InterestNode, InterestTree, TextSource
 from taxonomy.trees.invariants import invariant_violations
 
 from ..conftest import RunningServer, data_only_settings, start_server
+from ..storage.backends import StoreBackend
+
+# Every test here runs on both store backends, SQLite and PostgreSQL (tests/storage).
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -360,8 +364,8 @@ async def test_health_and_reflection(data_only_server: RunningServer) -> None:
     } <= names
 
 
-async def test_everything_survives_a_restart(tmp_path: Path) -> None:
-    settings = data_only_settings(tmp_path / "data")
+async def test_everything_survives_a_restart(tmp_path: Path, store_backend: StoreBackend) -> None:
+    settings = data_only_settings(tmp_path / "data", store_backend)
     first = await start_server(settings)
     await load_sample(first)
     built = await first.stubs.interests.BuildInterestTree(
@@ -386,8 +390,10 @@ async def test_everything_survives_a_restart(tmp_path: Path) -> None:
         await second.stop()
 
 
-async def test_lost_index_files_are_rebuilt_from_the_store(tmp_path: Path) -> None:
-    settings = data_only_settings(tmp_path / "data")
+async def test_lost_index_files_are_rebuilt_from_the_store(
+    tmp_path: Path, store_backend: StoreBackend
+) -> None:
+    settings = data_only_settings(tmp_path / "data", store_backend)
     first = await start_server(settings)
     await load_sample(first)
     before = await first.stubs.recommender.Recommend(

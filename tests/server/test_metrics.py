@@ -8,6 +8,7 @@ the first, which is not JSON, so that retries and token counts have known values
 from __future__ import annotations
 
 import json
+import platform
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,14 @@ from interesttree.v1 import admin_pb2, catalog_pb2, interest_pb2, recommendation
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.config import Settings
+from server.demo import sample_requests
+from server.metrics import package_version
 from taxonomy.trees.naming import NamingMode
 
 from ..conftest import data_only_settings
 from ..http_server import ServerWithHttp, start_server_with_http
-from .test_api import load_sample
+from .test_api import START, load_sample
+from .test_auth import load_tenant, secured_settings, start_secured
 
 PROMPT_TOKENS = 120
 COMPLETION_TOKENS = 9
@@ -242,3 +246,52 @@ async def test_http_responses_carry_request_ids_and_a_strict_csp(tmp_path: Path)
             assert (await client.post("/api/users/alice")).status_code == 405
     finally:
         await served.stop()
+
+
+async def test_process_build_info_and_data_gauges(tmp_path: Path) -> None:
+    served = await start_server_with_http(data_only_settings(tmp_path / "data"))
+    try:
+        scraped = await scrape(served)
+        assert value(scraped, "process_resident_memory_bytes") > 0
+        assert value(scraped, "process_open_fds") > 0
+        assert value(scraped, "process_cpu_seconds_total") > 0
+        assert any(name == "python_gc_collections_total" for name, _ in scraped)
+        info = [labels for name, labels in scraped if name == "interesttree_build_info"]
+        assert len(info) == 1
+        build = dict(info[0])
+        assert build["python"] == platform.python_version()
+        assert build["grpc"] == grpc.__version__
+        assert build["version"] == package_version() != ""
+        assert value(scraped, "interesttree_items", tenant="default") == 0
+
+        items, events = await load_sample(served.running)
+        users = {event.user for event in events.events}
+        await served.running.stubs.catalog.DeleteItems(
+            catalog_pb2.DeleteItemsRequest(names=[items.items[0].name])
+        )
+        scraped = await scrape(served)
+        assert value(scraped, "interesttree_items", tenant="default") == len(items.items) - 1
+        assert value(scraped, "interesttree_users", tenant="default") == len(users) == 3
+        assert value(scraped, "interesttree_events", tenant="default") == len(events.events)
+    finally:
+        await served.stop()
+
+
+async def test_data_gauges_name_every_open_tenant(tmp_path: Path) -> None:
+    secured = await start_secured(secured_settings(tmp_path / "data"), ("acme", "default"))
+    try:
+        await load_tenant(secured.stubs, secured.keys["acme:writer"])
+        items, events = sample_requests(START)
+        async with httpx.AsyncClient() as client:
+            response = await client.get(
+                f"{secured.base_url}/metrics",
+                headers={"Authorization": f"Bearer {secured.keys['default:admin']}"},
+            )
+        assert response.status_code == 200
+        scraped = samples(response.text)
+        assert value(scraped, "interesttree_items", tenant="acme") == len(items.items)
+        assert value(scraped, "interesttree_events", tenant="acme") == len(events.events)
+        assert value(scraped, "interesttree_users", tenant="acme") == 3
+        assert value(scraped, "interesttree_items", tenant="default") == 0
+    finally:
+        await secured.stop()

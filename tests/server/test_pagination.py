@@ -19,6 +19,9 @@ from ..conftest import RunningServer
 from .helpers import expect_invalid, reason
 from .test_api import load_sample
 
+# Paging (item ids compared bytewise, revisions, taxonomy) on both store backends.
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 
 def b64(payload: bytes | dict[str, Any]) -> str:
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

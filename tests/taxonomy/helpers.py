@@ -14,6 +14,8 @@ from taxonomy.models import Event, Item
 from taxonomy.ports import ChatModel
 from taxonomy.storage.sqlite import SqliteStore
 
+from ..storage.backends import StoreBackend
+
 START = datetime(2024, 1, 1, tzinfo=UTC)
 DB_NAME = "db.sqlite3"
 
@@ -74,9 +76,11 @@ async def make_engine(
     embedder: HashEmbedder | None = None,
     chat: ChatModel | None = None,
     config: EngineConfig | None = None,
+    backend: StoreBackend | None = None,
 ) -> InterestEngine:
+    """An engine over `data_dir`; its store is SQLite there unless `backend` says otherwise."""
     engine = InterestEngine(
-        SqliteStore(data_dir / DB_NAME),
+        backend.open(data_dir, DB_NAME) if backend else SqliteStore(data_dir / DB_NAME),
         data_dir,
         embedder or HashEmbedder(),
         chat,

@@ -18,6 +18,7 @@ from taxonomy.recommendation.service import RecommendQuery
 from taxonomy.recommendation.training import CollaborativeConfig, CooccurrenceConfig
 from taxonomy.recommendation.transitions import TransitionConfig
 
+from ..storage.backends import StoreBackend
 from .helpers import DB_NAME, HashEmbedder, catalog, make_engine, sample_events
 
 DIM = 384
@@ -59,9 +60,9 @@ def test_vectors_without_a_float32_direction_are_refused() -> None:
 
 
 async def test_extreme_caller_vectors_are_stored_and_indexed_as_unit_vectors(
-    tmp_path: Path,
+    tmp_path: Path, store_backend: StoreBackend
 ) -> None:
-    engine = await make_engine(tmp_path, embedder=HashEmbedder(DIM))
+    engine = await make_engine(tmp_path, embedder=HashEmbedder(DIM), backend=store_backend)
     values = {"big": 1e20, "huge": 3.4e38, "tiny": 1e-30}
     items = [Item(item_id=k, title=k, vector=[v] * DIM) for k, v in values.items()]
     await engine.catalog.upsert_items(items)
@@ -71,8 +72,12 @@ async def test_extreme_caller_vectors_are_stored_and_indexed_as_unit_vectors(
     await engine.close()
 
 
-async def test_an_upsert_the_index_would_refuse_stores_nothing(tmp_path: Path) -> None:
-    engine = await make_engine(tmp_path, embedder=HashEmbedder(zero_for="void"))
+async def test_an_upsert_the_index_would_refuse_stores_nothing(
+    tmp_path: Path, store_backend: StoreBackend
+) -> None:
+    engine = await make_engine(
+        tmp_path, embedder=HashEmbedder(zero_for="void"), backend=store_backend
+    )
     before = engine.store.version(CATALOG_VERSION_KEY)
     good = Item(item_id="good", title="Good book")
     with pytest.raises(InternalError):
@@ -84,9 +89,9 @@ async def test_an_upsert_the_index_would_refuse_stores_nothing(tmp_path: Path) -
 
 
 async def test_an_index_failure_after_the_commit_leaves_store_and_index_agreeing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_backend: StoreBackend
 ) -> None:
-    engine = await make_engine(tmp_path)
+    engine = await make_engine(tmp_path, backend=store_backend)
     await engine.catalog.upsert_items(catalog()[:2])
 
     def broken_upsert(*args: object) -> None:

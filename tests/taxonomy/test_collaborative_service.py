@@ -13,11 +13,14 @@ from numpy.typing import NDArray
 from taxonomy.engine import EngineConfig, InterestEngine
 from taxonomy.models import Event, Item
 from taxonomy.ports import Embedder
+from taxonomy.recommendation.model_files import MODEL_FILE
 from taxonomy.recommendation.rerank import RerankConfig
 from taxonomy.recommendation.service import RecommendQuery
 from taxonomy.recommendation.training import CollaborativeConfig, CooccurrenceConfig
 from taxonomy.recommendation.transitions import TransitionConfig
 from taxonomy.storage.sqlite import SqliteStore
+
+from ..storage.backends import StoreBackend
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 GENRES = ["Jazz", "Rock", "Folk", "Opera"]
@@ -64,9 +67,11 @@ def sequences(users: int, seed: int = 7) -> list[list[str]]:
     return walks
 
 
-async def make_engine(tmp_path: Path, embedder: Embedder) -> InterestEngine:
+async def make_engine(
+    tmp_path: Path, embedder: Embedder, backend: StoreBackend | None = None
+) -> InterestEngine:
     engine = InterestEngine(
-        SqliteStore(tmp_path / "db.sqlite3"),
+        backend.open(tmp_path) if backend else SqliteStore(tmp_path / "db.sqlite3"),
         tmp_path,
         embedder,
         None,
@@ -82,9 +87,11 @@ async def make_engine(tmp_path: Path, embedder: Embedder) -> InterestEngine:
     return engine
 
 
-async def test_service_learns_sequences_and_attributes_exactly(tmp_path: Path) -> None:
+async def test_service_learns_sequences_and_attributes_exactly(
+    tmp_path: Path, store_backend: StoreBackend
+) -> None:
     embedder = HashEmbedder()
-    engine = await make_engine(tmp_path, embedder)
+    engine = await make_engine(tmp_path, embedder, store_backend)
     await engine.catalog.upsert_items(catalog())
     events = [
         Event(user_id=f"u{u}", item_id=item, event_time=START + timedelta(hours=t))
@@ -112,14 +119,16 @@ async def test_service_learns_sequences_and_attributes_exactly(tmp_path: Path) -
     await engine.close()
 
     # The trained model is on disk: a restarted engine serves the same ranking.
-    again = await make_engine(tmp_path, embedder)
+    again = await make_engine(tmp_path, embedder, store_backend)
     second = await again.recommender.recommend(RecommendQuery("probe", 3))
     assert [rec.item_id for rec in second.recommendations] == top
     await again.close()
 
 
-async def test_too_few_events_keep_the_text_space(tmp_path: Path) -> None:
-    engine = await make_engine(tmp_path, HashEmbedder())
+async def test_too_few_events_keep_the_text_space(
+    tmp_path: Path, store_backend: StoreBackend
+) -> None:
+    engine = await make_engine(tmp_path, HashEmbedder(), store_backend)
     await engine.catalog.upsert_items(catalog())
     await engine.events.record_events(
         [Event(user_id="solo", item_id="jazz-1", event_time=START)], None
@@ -162,3 +171,36 @@ async def test_runtime_refreshes_collaborative_vectors_in_the_background(tmp_pat
         assert runtime.engine.recommender.collaborative_event_count == len(events)
     finally:
         await runtime.close()
+
+
+async def test_erasure_below_the_training_floor_drops_the_model(
+    tmp_path: Path, store_backend: StoreBackend
+) -> None:
+    """A model trained on users who were then erased must not keep serving once too few events
+    remain to retrain it, and must not come back from disk after a restart."""
+    engine = await make_engine(tmp_path, HashEmbedder(), store_backend)
+    await engine.catalog.upsert_items(catalog())
+    walks = sequences(40)
+    events = [
+        Event(user_id=f"u{u}", item_id=item, event_time=START + timedelta(hours=t))
+        for u, walk in enumerate(walks)
+        for t, item in enumerate(walk)
+    ]
+    assert len(events) >= 100
+    await engine.events.record_events(events, None)
+    await engine.refresher.refresh_models()
+    assert engine.recommender.collaborative is not None
+    model_file = tmp_path / "models" / MODEL_FILE
+    assert model_file.exists()
+
+    for user in range(len(walks) // 2 + 5):
+        await engine.delete_user(f"u{user}")
+    assert engine.store.event_count() < 100
+    await engine.refresher.refresh_models()
+    assert engine.recommender.collaborative is None
+    assert not model_file.exists()
+    await engine.close()
+
+    again = await make_engine(tmp_path, HashEmbedder(), store_backend)
+    assert again.recommender.collaborative is None
+    await again.close()

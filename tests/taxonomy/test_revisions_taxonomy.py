@@ -29,6 +29,7 @@ async def record(running: RunningServer, user: str, item: str, hours: int) -> No
     await running.stubs.interests.RecordEvents(request)
 
 
+@pytest.mark.usefixtures("store_backend")  # SQLite and PostgreSQL
 async def test_revisions_are_listed_newest_first_with_diffs(
     data_only_server: RunningServer,
 ) -> None:
@@ -65,6 +66,7 @@ async def test_revisions_are_listed_newest_first_with_diffs(
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.usefixtures("store_backend")  # SQLite and PostgreSQL
 async def test_taxonomy_canonicalizes_labels_across_users(data_only_server: RunningServer) -> None:
     stubs = data_only_server.stubs
     await load_sample(data_only_server)
@@ -112,6 +114,7 @@ async def test_taxonomy_canonicalizes_labels_across_users(data_only_server: Runn
     assert {merged.label, *merged.aliases} >= {"Science fiction", "Sci-Fi"}
 
 
+@pytest.mark.usefixtures("store_backend")  # SQLite and PostgreSQL
 async def test_batch_build_streams_every_user(data_only_server: RunningServer) -> None:
     stubs = data_only_server.stubs
     _, events = await load_sample(data_only_server)

@@ -10,7 +10,9 @@
 // - `iter*` helpers walk paginated lists;
 // - errors come out as `InterestTreeError` subclasses carrying the decoded google.rpc details;
 // - every call sends an `x-request-id` (one per call, kept across retries) that the server
-//   puts in its logs; errors carry it too.
+//   puts in its logs; errors carry it too;
+// - `apiKey` sends `authorization: Bearer <key>` with every call, and `tls` gives an `https://`
+//   base URL the CA to trust and the client certificate for mutual TLS.
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -34,11 +36,13 @@ import {
   type InterestTree,
   type InterestTreeRevision,
   type ListInterestTreeRevisionsResponse,
+  type DeleteUserResponse,
   type ListTaxonomyNodesResponse,
   type TaxonomyNode,
 } from "./gen/interesttree/v1/interest_pb.js";
 import {
   RecommendationService,
+  type ListSimilarItemsResponse,
   type RecommendByInterestResponse,
   type RecommendResponse,
 } from "./gen/interesttree/v1/recommendation_pb.js";
@@ -58,8 +62,10 @@ export const DEFAULT_DEADLINES_MS = {
   ListInterestTreeRevisions: 10_000,
   BatchBuildInterestTrees: 3_600_000,
   ListTaxonomyNodes: 10_000,
+  DeleteUser: 30_000,
   Recommend: 120_000,
   RecommendByInterest: 120_000,
+  ListSimilarItems: 10_000,
   RefreshModels: 300_000,
 } as const;
 
@@ -93,9 +99,21 @@ export interface PageOptions {
   pageToken?: string;
 }
 
+/** TLS settings of an `https://` base URL (PEM text or bytes). */
+export interface TlsOptions {
+  /** CA certificates to trust instead of Node's defaults. */
+  ca?: string | Buffer;
+  /** Client certificate chain and its private key, for mutual TLS. */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+}
+
 export interface ClientOptions {
   /** Retry policy for idempotent calls; `{ maxAttempts: 1 }` turns retries off. */
   retry?: Partial<RetryPolicy>;
+  /** API key sent as `authorization: Bearer <key>` (use TLS off loopback). */
+  apiKey?: string;
+  tls?: TlsOptions;
 }
 
 export type ItemInit = MessageInitShape<typeof ItemSchema>;
@@ -118,10 +136,18 @@ export class InterestTreeClient {
   readonly admin: Client<typeof AdminService>;
   private readonly sessions: Http2SessionManager;
   private readonly retry: RetryPolicy;
+  private readonly auth: Record<string, string>;
 
-  /** `baseUrl` is the server's address as a URL, e.g. `http://127.0.0.1:50051`. */
+  /** `baseUrl` is the server's address as a URL, e.g. `http://127.0.0.1:50051` (or
+   * `https://…` for TLS, with `options.tls` for a private CA or mutual TLS). */
   constructor(baseUrl: string, options: ClientOptions = {}) {
-    this.sessions = new Http2SessionManager(baseUrl);
+    const tls = options.tls ?? {};
+    this.sessions = new Http2SessionManager(baseUrl, undefined, {
+      ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
+      ...(tls.cert !== undefined ? { cert: tls.cert } : {}),
+      ...(tls.key !== undefined ? { key: tls.key } : {}),
+    });
+    this.auth = options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {};
     const transport = createGrpcTransport({ baseUrl, sessionManager: this.sessions });
     this.catalog = createClient(CatalogService, transport);
     this.interests = createClient(InterestService, transport);
@@ -148,7 +174,7 @@ export class InterestTreeClient {
       try {
         return await send({
           timeoutMs: Math.max(deadline - Date.now(), 1),
-          headers: { [REQUEST_ID_HEADER]: requestId },
+          headers: { [REQUEST_ID_HEADER]: requestId, ...this.auth },
           signal: options?.signal,
         });
       } catch (thrown) {
@@ -302,12 +328,20 @@ export class InterestTreeClient {
     try {
       yield* this.interests.batchBuildInterestTrees(request, {
         timeoutMs: options?.timeoutMs ?? DEFAULT_DEADLINES_MS.BatchBuildInterestTrees,
-        headers: { [REQUEST_ID_HEADER]: requestId },
+        headers: { [REQUEST_ID_HEADER]: requestId, ...this.auth },
         signal: options?.signal,
       });
     } catch (thrown) {
       throw errorFromCall(thrown, requestId);
     }
+  }
+
+  /** Erases `user` (`users/{id}`): events, revisions, taxonomy references, and at the next
+   * model refresh their influence on the learned models. Idempotent; needs the admin role. */
+  deleteUser(user: string, options?: CallOptions): Promise<DeleteUserResponse> {
+    return this.call("DeleteUser", options, true, (raw) =>
+      this.interests.deleteUser({ name: user }, raw),
+    );
   }
 
   // RecommendationService ------------------------------------------------------------------
@@ -322,6 +356,10 @@ export class InterestTreeClient {
       excludeItems?: string[];
       candidateItems?: string[];
       interestQuota?: number;
+      /** With user "": an anonymous session's items, oldest first (a transient tree). */
+      contextItems?: string[];
+      /** An unknown user gets the popular list (`fallback` set) instead of NOT_FOUND. */
+      allowFallback?: boolean;
     } = {},
     options?: CallOptions,
   ): Promise<RecommendResponse> {
@@ -346,6 +384,22 @@ export class InterestTreeClient {
   ): Promise<RecommendByInterestResponse> {
     return this.call("RecommendByInterest", options, true, (raw) =>
       this.recommender.recommendByInterest({ user, ...request }, raw),
+    );
+  }
+
+  /** The items most similar to `item` (`items/{id}`), each with a reason naming what it shares. */
+  listSimilarItems(
+    item: string,
+    request: {
+      pageSize?: number;
+      categories?: { categories: string[] }[];
+      excludeItems?: string[];
+      candidateItems?: string[];
+    } = {},
+    options?: CallOptions,
+  ): Promise<ListSimilarItemsResponse> {
+    return this.call("ListSimilarItems", options, true, (raw) =>
+      this.recommender.listSimilarItems({ item, ...request }, raw),
     );
   }
 

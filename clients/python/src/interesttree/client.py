@@ -13,6 +13,9 @@ What they add to the stubs:
 - errors come out as `InterestTreeError` subclasses carrying the decoded `google.rpc` details;
 - every call sends an `x-request-id` (the same one for all its attempts) that the server puts
   in its logs; the exception carries it too.
+- `api_key=` sends `authorization: Bearer <key>` with every call; `tls=True`,
+  `root_certificates=` (PEM bytes), and `private_key=` with `certificate_chain=` (mutual TLS)
+  open a TLS channel instead of an insecure one.
 
 How this file says each thing once:
 - `RPCS` is the table of the API: each RPC's default deadline (from its comment in
@@ -35,6 +38,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import (
     Any,
     Concatenate,
@@ -49,7 +53,9 @@ from typing import (
 )
 
 import grpc
+import grpc.aio  # older types-grpcio stubs expose grpc.aio only once imported
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from interesttree.errors import InterestTreeError, error_from_rpc, status_code
 from interesttree.v1 import admin_pb2, catalog_pb2, interest_pb2, recommendation_pb2
@@ -63,6 +69,7 @@ __all__ = [
     "RetryPolicy",
     "Rpc",
     "channel_options",
+    "event",
     "item_name",
     "service_config",
     "tree_name",
@@ -108,6 +115,27 @@ def item_name(item_id: str) -> str:
 def tree_name(user: str) -> str:
     """`users/{user_id}/interestTree` from a user's resource name."""
     return f"{user}/interestTree"
+
+
+def event(
+    user: str,
+    item: str,
+    event_type: interest_pb2.EventType.ValueType,
+    event_time: datetime | Timestamp,
+    *,
+    weight: float | None = None,
+) -> interest_pb2.Event:
+    """An `Event`, with `event_time` a `datetime` (a naive one is taken as UTC) or a
+    `Timestamp`. The generated `Event(event_time=...)` takes a `datetime` too at run time, but
+    its types say `Timestamp` only."""
+    if isinstance(event_time, datetime):
+        timestamp = Timestamp()
+        timestamp.FromDatetime(event_time)
+        event_time = timestamp
+    message = interest_pb2.Event(user=user, item=item, type=event_type, event_time=event_time)
+    if weight is not None:
+        message.weight = weight
+    return message
 
 
 # Retries ------------------------------------------------------------------------------------
@@ -295,6 +323,20 @@ RECOMMEND_BY_INTEREST = _rpc(
     recommendation_pb2.RecommendByInterestResponse,
     120.0,
 )
+LIST_SIMILAR_ITEMS = _rpc(
+    "RecommendationService",
+    "ListSimilarItems",
+    recommendation_pb2.ListSimilarItemsRequest,
+    recommendation_pb2.ListSimilarItemsResponse,
+    10.0,
+)
+DELETE_USER = _rpc(
+    "InterestService",
+    "DeleteUser",
+    interest_pb2.DeleteUserRequest,
+    interest_pb2.DeleteUserResponse,
+    30.0,
+)
 REFRESH_MODELS = _rpc(
     "AdminService",
     "RefreshModels",
@@ -315,8 +357,10 @@ RPCS: tuple[Rpc[Any, Any], ...] = (
     LIST_INTEREST_TREE_REVISIONS,
     BATCH_BUILD_INTEREST_TREES,
     LIST_TAXONOMY_NODES,
+    DELETE_USER,
     RECOMMEND,
     RECOMMEND_BY_INTEREST,
+    LIST_SIMILAR_ITEMS,
     REFRESH_MODELS,
 )
 
@@ -391,7 +435,7 @@ class _Call(Generic[Req, Resp]):
         self.attempts += 1
         return {
             "timeout": max(self.deadline - time.monotonic(), 0.001),
-            "metadata": ((REQUEST_ID_HEADER, self.request_id),),
+            "metadata": ((REQUEST_ID_HEADER, self.request_id), *self.client._auth),
         }
 
     def pause_after(self, error: grpc.RpcError) -> float:
@@ -561,7 +605,24 @@ class _Client(Generic[C]):
         *,
         retry: RetryPolicy | None = None,
         options: Sequence[tuple[str, str | int]] = (),
+        api_key: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
     ) -> None:
+        # Sent with every call as `authorization: Bearer <key>` (the channel must be TLS off
+        # loopback: the key is a secret).
+        self._auth: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        )
+        # TLS when asked for or when any certificate is given: `root_certificates` (PEM) to
+        # trust instead of the system's; `private_key` and `certificate_chain` for mutual TLS.
+        self._credentials = (
+            grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+            if tls or root_certificates or private_key or certificate_chain
+            else None
+        )
         self._retry = retry or RetryPolicy()
         self._owned = isinstance(target, str)
         # The policy gRPC applies: the one in the service config of the channel opened here.
@@ -701,6 +762,14 @@ class _Client(Generic[C]):
         store second revisions for the users already built."""
         return interest_pb2.BatchBuildInterestTreesRequest(users=list(users), all_users=all_users)
 
+    @unary(DELETE_USER, _whole)
+    def delete_user(
+        self, user: str, *, timeout: float | None = None
+    ) -> interest_pb2.DeleteUserRequest:
+        """Erases `user` (`users/{id}`): events, tree revisions, taxonomy references, and at the
+        next model refresh their influence on the learned models. Idempotent (needs admin)."""
+        return interest_pb2.DeleteUserRequest(name=user)
+
     # RecommendationService ------------------------------------------------------------------
 
     @unary(RECOMMEND, _whole)
@@ -715,12 +784,16 @@ class _Client(Generic[C]):
         exclude_items: Iterable[str] = (),
         candidate_items: Iterable[str] = (),
         interest_quota: int = 0,
+        context_items: Iterable[str] = (),
+        allow_fallback: bool = False,
         timeout: float | None = None,
     ) -> recommendation_pb2.RecommendRequest:
         """Items for `user`, each with the tree nodes it comes from (their contributions add up
         to the item's score) and a reason. `categories` are path prefixes (coarse first);
         `candidate_items` re-ranks a candidate set; `interest_quota` gives the user's heaviest
-        level-1 interests a place each."""
+        level-1 interests a place each. With `user=""` and `context_items` (an anonymous
+        session's items, oldest first) a transient tree is built from those; `allow_fallback`
+        turns an unknown user into the popular list (`fallback` set in the response)."""
         return recommendation_pb2.RecommendRequest(
             user=user,
             page_size=page_size,
@@ -730,6 +803,8 @@ class _Client(Generic[C]):
             exclude_items=list(exclude_items),
             candidate_items=list(candidate_items),
             interest_quota=interest_quota,
+            context_items=list(context_items),
+            allow_fallback=allow_fallback,
         )
 
     @unary(RECOMMEND_BY_INTEREST, _whole)
@@ -759,6 +834,27 @@ class _Client(Generic[C]):
             candidate_items=list(candidate_items),
         )
 
+    @unary(LIST_SIMILAR_ITEMS, _whole)
+    def list_similar_items(
+        self,
+        item: str,
+        *,
+        page_size: int = 0,
+        categories: Iterable[Sequence[str]] = (),
+        exclude_items: Iterable[str] = (),
+        candidate_items: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> recommendation_pb2.ListSimilarItemsRequest:
+        """The items most similar to `item` (`items/{id}`), most similar first, each with a
+        reason naming what it shares with it (category path, tags)."""
+        return recommendation_pb2.ListSimilarItemsRequest(
+            item=item,
+            page_size=page_size,
+            categories=[recommendation_pb2.CategoryPath(categories=list(p)) for p in categories],
+            exclude_items=list(exclude_items),
+            candidate_items=list(candidate_items),
+        )
+
     # AdminService ---------------------------------------------------------------------------
 
     @unary(REFRESH_MODELS, _whole)
@@ -773,6 +869,8 @@ class InterestTreeClient(_Client[grpc.Channel]):
     Use it as a context manager or call `close()`."""
 
     def _open(self, target: str, options: list[tuple[str, str | int]]) -> grpc.Channel:
+        if self._credentials is not None:
+            return grpc.secure_channel(target, self._credentials, options=options)
         return grpc.insecure_channel(target, options=options)
 
     def __enter__(self) -> Self:
@@ -817,6 +915,8 @@ class AsyncInterestTreeClient(_Client[grpc.aio.Channel]):
     iterators. Pass a target or a `grpc.aio.Channel` you own; `async with` closes an owned one."""
 
     def _open(self, target: str, options: list[tuple[str, str | int]]) -> grpc.aio.Channel:
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(target, self._credentials, options=options)
         return grpc.aio.insecure_channel(target, options=options)
 
     async def __aenter__(self) -> Self:

@@ -12,8 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+
+# googleapis-common-protos ships .pyi files but no py.typed marker, so mypy will not read them.
+from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
+    error_details_pb2,
+    status_pb2,
+)
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 __all__ = [
     "DeadlineExceededError",
@@ -115,14 +121,22 @@ def _details(error: grpc.RpcError) -> str:
 
 
 def _status_of(error: grpc.RpcError) -> status_pb2.Status | None:
-    if not callable(getattr(error, "trailing_metadata", None)):
-        return None
-    try:
-        status: status_pb2.Status | None = rpc_status.from_call(error)
-    except ValueError:
-        # The trailer disagrees with the call's code or message: better no details than wrong.
-        return None
-    return status
+    """The `google.rpc.Status` in the error's trailer, if it agrees with the call's own code
+    and message (what grpcio-status' `rpc_status.from_call` checks, for sync and asyncio
+    errors alike)."""
+    trailing_metadata = getattr(error, "trailing_metadata", None)
+    metadata = trailing_metadata() if callable(trailing_metadata) else None
+    for key, value in metadata or ():
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        details = getattr(error, "details", None)
+        message = details() if callable(details) else None
+        if status.code != status_code(error).value[0] or status.message != (message or ""):
+            # The trailer disagrees with the call's code or message: better no details than wrong.
+            return None
+        return status
+    return None
 
 
 def error_from_rpc(

@@ -38,6 +38,16 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """The user liked or saved the item."""
     EVENT_TYPE_PURCHASE: _EventType.ValueType  # 5
     """The user bought or subscribed to the item."""
+    EVENT_TYPE_DISLIKE: _EventType.ValueType  # 6
+    """Negative feedback: the user disliked the item. It is no interest (no tree node holds it),
+    and Recommend pushes items similar to it down: its vector is subtracted from every node's
+    vector (Qdrant's negative examples). A later LIKE or PURCHASE of the item revokes it. An
+    event `weight` scales how strongly it counts (default 1).
+    """
+    EVENT_TYPE_HIDE: _EventType.ValueType  # 7
+    """Negative feedback: the user hid the item. It is no interest, and no list of this user
+    returns it again (not with include_seen, candidate_items or in any slate).
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """What kind of interaction an event records. Each type has a configurable weight."""
@@ -54,6 +64,16 @@ EVENT_TYPE_LIKE: EventType.ValueType  # 4
 """The user liked or saved the item."""
 EVENT_TYPE_PURCHASE: EventType.ValueType  # 5
 """The user bought or subscribed to the item."""
+EVENT_TYPE_DISLIKE: EventType.ValueType  # 6
+"""Negative feedback: the user disliked the item. It is no interest (no tree node holds it),
+and Recommend pushes items similar to it down: its vector is subtracted from every node's
+vector (Qdrant's negative examples). A later LIKE or PURCHASE of the item revokes it. An
+event `weight` scales how strongly it counts (default 1).
+"""
+EVENT_TYPE_HIDE: EventType.ValueType  # 7
+"""Negative feedback: the user hid the item. It is no interest, and no list of this user
+returns it again (not with include_seen, candidate_items or in any slate).
+"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 class _TextSource:
@@ -546,15 +566,40 @@ class TaxonomyNode(_message.Message):
     LABEL_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
     NODE_COUNT_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    ITEM_COUNT_FIELD_NUMBER: _builtins.int
+    CENTRAL_ITEMS_FIELD_NUMBER: _builtins.int
+    LABEL_SOURCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `taxonomyNodes/{taxonomy_node_id}`."""
     label: _builtins.str
-    """Canonical label: the first label that created the node."""
+    """Canonical label. Catalog taxonomy: a category term, or a cluster's name (picked once per
+    cluster by the model from terms its items share, else the best such terms). Label
+    vocabulary: the first label that created the node.
+    """
     node_count: _builtins.int
     """How many tree nodes (across users' latest revisions) map here."""
+    parent: _builtins.str
+    """Catalog taxonomy only: the parent node, `taxonomyNodes/{taxonomy_node_id}`; empty at level 1."""
+    level: _builtins.int
+    """Catalog taxonomy only: 1 is the coarsest level. The upper levels are the catalog's category
+    path terms where items have them; below them (everywhere in a flat catalog) clusters of
+    the item vectors, each level finer. 0 for a node of the label vocabulary.
+    """
+    item_count: _builtins.int
+    """Catalog taxonomy only: how many catalog items the node holds (its subtree included)."""
+    label_source: Global___TextSource.ValueType
+    """Catalog taxonomy only: DATA (a category term or terms its items share) or MODEL."""
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Other labels mapped to this node by embedding similarity."""
+        """Label vocabulary only: other labels mapped to this node by embedding similarity."""
+
+    @_builtins.property
+    def central_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Catalog taxonomy only: the items nearest the node's centroid, `items/{item_id}`, most
+        central first (at most 8); the model named the cluster from these.
+        """
 
     def __init__(
         self,
@@ -563,10 +608,15 @@ class TaxonomyNode(_message.Message):
         label: _builtins.str = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
         node_count: _builtins.int = ...,
+        parent: _builtins.str = ...,
+        level: _builtins.int = ...,
+        item_count: _builtins.int = ...,
+        central_items: _abc.Iterable[_builtins.str] | None = ...,
+        label_source: Global___TextSource.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "label", b"label", "name", b"name", "node_count", b"node_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "central_items", b"central_items", "item_count", b"item_count", "label", b"label", "label_source", b"label_source", "level", b"level", "name", b"name", "node_count", b"node_count", "parent", b"parent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -610,7 +660,7 @@ class ListTaxonomyNodesResponse(_message.Message):
     """Token for the next page; empty when this is the last page."""
     @_builtins.property
     def taxonomy_nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaxonomyNode]:
-        """One page of taxonomy nodes, most used first."""
+        """One page of taxonomy nodes: coarse to fine for the catalog taxonomy, else most used first."""
 
     def __init__(
         self,
@@ -807,3 +857,55 @@ class ExplainInterestsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExplainInterestsResponse: _TypeAlias = ExplainInterestsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUserRequest(_message.Message):
+    """Request of InterestService.DeleteUser."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. The user to erase, `users/{user_id}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserRequest: _TypeAlias = DeleteUserRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserResponse(_message.Message):
+    """Response of InterestService.DeleteUser."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    DELETED_EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    DELETED_REVISION_COUNT_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """True if the user had anything stored; false if there was nothing to erase."""
+    deleted_event_count: _builtins.int
+    """How many events were deleted."""
+    deleted_revision_count: _builtins.int
+    """How many tree revisions were deleted."""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+        deleted_event_count: _builtins.int = ...,
+        deleted_revision_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "deleted_event_count", b"deleted_event_count", "deleted_revision_count", b"deleted_revision_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015

@@ -5,7 +5,7 @@ import warnings
 
 from interesttree.v1 import interest_pb2 as interesttree_dot_v1_dot_interest__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.70.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in interesttree/v1/interest_pb2_grpc.py depends on'
+        + f' but the generated code in interesttree/v1/interest_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class InterestServiceStub:
+class InterestServiceStub(object):
     """InterestService records what users do and builds, stores and explains their interest trees.
     """
 
@@ -70,9 +70,14 @@ class InterestServiceStub:
                 request_serializer=interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesRequest.SerializeToString,
                 response_deserializer=interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesResponse.FromString,
                 _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/interesttree.v1.InterestService/DeleteUser',
+                request_serializer=interesttree_dot_v1_dot_interest__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=interesttree_dot_v1_dot_interest__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
 
 
-class InterestServiceServicer:
+class InterestServiceServicer(object):
     """InterestService records what users do and builds, stores and explains their interest trees.
     """
 
@@ -125,8 +130,20 @@ class InterestServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTaxonomyNodes(self, request, context):
-        """Lists the shared taxonomy that canonicalizes the nodes of all users' trees, one page at a
-        time, most used first. Default deadline: 10 s.
+        """Lists the shared taxonomy, one page at a time. Once RefreshModels has built the catalog
+        taxonomy, that is what is listed, coarse to fine (level 1 first), and every user's tree is
+        a projection onto it. Before, it is the label vocabulary that canonicalizes the nodes of
+        users' trees, most used first. Default deadline: 10 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """Erases a user: every event, tree revision and taxonomy reference of the user is deleted
+        from the store and leaves no trace in its files, and the user's influence on the learned
+        models is gone after the next model refresh. Idempotent: erasing an unknown user succeeds.
+        Needs the admin role. Default deadline: 30 s.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,6 +187,11 @@ def add_InterestServiceServicer_to_server(servicer, server):
                     request_deserializer=interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesRequest.FromString,
                     response_serializer=interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesResponse.SerializeToString,
             ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=interesttree_dot_v1_dot_interest__pb2.DeleteUserRequest.FromString,
+                    response_serializer=interesttree_dot_v1_dot_interest__pb2.DeleteUserResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'interesttree.v1.InterestService', rpc_method_handlers)
@@ -178,7 +200,7 @@ def add_InterestServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class InterestService:
+class InterestService(object):
     """InterestService records what users do and builds, stores and explains their interest trees.
     """
 
@@ -361,6 +383,33 @@ class InterestService:
             '/interesttree.v1.InterestService/ListTaxonomyNodes',
             interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesRequest.SerializeToString,
             interesttree_dot_v1_dot_interest__pb2.ListTaxonomyNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interesttree.v1.InterestService/DeleteUser',
+            interesttree_dot_v1_dot_interest__pb2.DeleteUserRequest.SerializeToString,
+            interesttree_dot_v1_dot_interest__pb2.DeleteUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,8 +58,16 @@ class InterestServiceStub:
     them, streaming one result per user as it completes. Default deadline: 3,600 s.
     """
     ListTaxonomyNodes: _grpc.UnaryUnaryMultiCallable[_interest_pb2.ListTaxonomyNodesRequest, _interest_pb2.ListTaxonomyNodesResponse]
-    """Lists the shared taxonomy that canonicalizes the nodes of all users' trees, one page at a
-    time, most used first. Default deadline: 10 s.
+    """Lists the shared taxonomy, one page at a time. Once RefreshModels has built the catalog
+    taxonomy, that is what is listed, coarse to fine (level 1 first), and every user's tree is
+    a projection onto it. Before, it is the label vocabulary that canonicalizes the nodes of
+    users' trees, most used first. Default deadline: 10 s.
+    """
+    DeleteUser: _grpc.UnaryUnaryMultiCallable[_interest_pb2.DeleteUserRequest, _interest_pb2.DeleteUserResponse]
+    """Erases a user: every event, tree revision and taxonomy reference of the user is deleted
+    from the store and leaves no trace in its files, and the user's influence on the learned
+    models is gone after the next model refresh. Idempotent: erasing an unknown user succeeds.
+    Needs the admin role. Default deadline: 30 s.
     """
 
 @_typing.type_check_only
@@ -92,8 +100,16 @@ class InterestServiceAsyncStub(InterestServiceStub):
     them, streaming one result per user as it completes. Default deadline: 3,600 s.
     """
     ListTaxonomyNodes: _aio.UnaryUnaryMultiCallable[_interest_pb2.ListTaxonomyNodesRequest, _interest_pb2.ListTaxonomyNodesResponse]  # type: ignore[assignment]
-    """Lists the shared taxonomy that canonicalizes the nodes of all users' trees, one page at a
-    time, most used first. Default deadline: 10 s.
+    """Lists the shared taxonomy, one page at a time. Once RefreshModels has built the catalog
+    taxonomy, that is what is listed, coarse to fine (level 1 first), and every user's tree is
+    a projection onto it. Before, it is the label vocabulary that canonicalizes the nodes of
+    users' trees, most used first. Default deadline: 10 s.
+    """
+    DeleteUser: _aio.UnaryUnaryMultiCallable[_interest_pb2.DeleteUserRequest, _interest_pb2.DeleteUserResponse]  # type: ignore[assignment]
+    """Erases a user: every event, tree revision and taxonomy reference of the user is deleted
+    from the store and leaves no trace in its files, and the user's influence on the learned
+    models is gone after the next model refresh. Idempotent: erasing an unknown user succeeds.
+    Needs the admin role. Default deadline: 30 s.
     """
 
 class InterestServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -165,8 +181,22 @@ class InterestServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _interest_pb2.ListTaxonomyNodesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_interest_pb2.ListTaxonomyNodesResponse, _abc.Awaitable[_interest_pb2.ListTaxonomyNodesResponse]]:
-        """Lists the shared taxonomy that canonicalizes the nodes of all users' trees, one page at a
-        time, most used first. Default deadline: 10 s.
+        """Lists the shared taxonomy, one page at a time. Once RefreshModels has built the catalog
+        taxonomy, that is what is listed, coarse to fine (level 1 first), and every user's tree is
+        a projection onto it. Before, it is the label vocabulary that canonicalizes the nodes of
+        users' trees, most used first. Default deadline: 10 s.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteUser(
+        self,
+        request: _interest_pb2.DeleteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_interest_pb2.DeleteUserResponse, _abc.Awaitable[_interest_pb2.DeleteUserResponse]]:
+        """Erases a user: every event, tree revision and taxonomy reference of the user is deleted
+        from the store and leaves no trace in its files, and the user's influence on the learned
+        models is gone after the next model refresh. Idempotent: erasing an unknown user succeeds.
+        Needs the admin role. Default deadline: 30 s.
         """
 
 def add_InterestServiceServicer_to_server(servicer: InterestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

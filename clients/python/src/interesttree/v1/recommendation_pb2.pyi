@@ -56,8 +56,12 @@ class RecommendRequest(_message.Message):
     EXCLUDE_ITEMS_FIELD_NUMBER: _builtins.int
     CANDIDATE_ITEMS_FIELD_NUMBER: _builtins.int
     INTEREST_QUOTA_FIELD_NUMBER: _builtins.int
+    CONTEXT_ITEMS_FIELD_NUMBER: _builtins.int
+    ALLOW_FALLBACK_FIELD_NUMBER: _builtins.int
     user: _builtins.str
-    """Required. The user, `users/{user_id}`; it must have recorded events."""
+    """The user, `users/{user_id}`; it must have recorded events (unless `allow_fallback`).
+    Required unless `context_items` is given instead.
+    """
     page_size: _builtins.int
     """Number of items to return, 0 means 10; at most 100. Negative values are invalid."""
     include_seen: _builtins.bool
@@ -66,6 +70,11 @@ class RecommendRequest(_message.Message):
     """Optional: the user's this-many heaviest level-1 interests each get at least one item in
     the list (the best item retrieved by that interest's own vector, when the fused list has
     none). 0 turns it off; at most page_size.
+    """
+    allow_fallback: _builtins.bool
+    """If true, a user with no recorded events (or a session none of whose items is known) gets
+    the catalog's most popular items (by how many users interacted with each) instead of
+    NOT_FOUND, with `fallback` set in the response; the filters still apply.
     """
     @_builtins.property
     def level_weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
@@ -88,6 +97,14 @@ class RecommendRequest(_message.Message):
         At most 10,000; unknown items are ignored.
         """
 
+    @_builtins.property
+    def context_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional, instead of `user`: the items of an anonymous session, `items/{item_id}`, oldest
+        first; at most 200, unknown items are ignored. A transient tree is built from them (from
+        the data, stored nowhere) and recommended with as a user's would be; its node ids are only
+        meaningful within the response. The session's items are not returned unless include_seen.
+        """
+
     def __init__(
         self,
         *,
@@ -99,10 +116,12 @@ class RecommendRequest(_message.Message):
         exclude_items: _abc.Iterable[_builtins.str] | None = ...,
         candidate_items: _abc.Iterable[_builtins.str] | None = ...,
         interest_quota: _builtins.int = ...,
+        context_items: _abc.Iterable[_builtins.str] | None = ...,
+        allow_fallback: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_items", b"candidate_items", "categories", b"categories", "exclude_items", b"exclude_items", "include_seen", b"include_seen", "interest_quota", b"interest_quota", "level_weights", b"level_weights", "page_size", b"page_size", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_fallback", b"allow_fallback", "candidate_items", b"candidate_items", "categories", b"categories", "context_items", b"context_items", "exclude_items", b"exclude_items", "include_seen", b"include_seen", "interest_quota", b"interest_quota", "level_weights", b"level_weights", "page_size", b"page_size", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -204,8 +223,13 @@ class RecommendResponse(_message.Message):
     RECOMMENDATIONS_FIELD_NUMBER: _builtins.int
     TREE_REVISION_FIELD_NUMBER: _builtins.int
     LEVEL_WEIGHTS_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
     tree_revision: _builtins.int
     """Revision of the interest tree used."""
+    fallback: _builtins.bool
+    """True when the list is the popular-items fallback of `allow_fallback`: no tree is behind it
+    (tree_revision 0), and the recommendations name no nodes.
+    """
     @_builtins.property
     def recommendations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]:
         """Recommended items, best first."""
@@ -220,10 +244,11 @@ class RecommendResponse(_message.Message):
         recommendations: _abc.Iterable[Global___Recommendation] | None = ...,
         tree_revision: _builtins.int = ...,
         level_weights: _abc.Iterable[_builtins.float] | None = ...,
+        fallback: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["level_weights", b"level_weights", "recommendations", b"recommendations", "tree_revision", b"tree_revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback", b"fallback", "level_weights", b"level_weights", "recommendations", b"recommendations", "tree_revision", b"tree_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -356,3 +381,121 @@ class RecommendByInterestResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecommendByInterestResponse: _TypeAlias = RecommendByInterestResponse  # noqa: Y015
+
+@_typing.final
+class ListSimilarItemsRequest(_message.Message):
+    """Request of RecommendationService.ListSimilarItems."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ITEMS_FIELD_NUMBER: _builtins.int
+    CANDIDATE_ITEMS_FIELD_NUMBER: _builtins.int
+    item: _builtins.str
+    """Required. The item, `items/{item_id}`; it must exist in the catalog."""
+    page_size: _builtins.int
+    """Number of items to return, 0 means 10; at most 100. Negative values are invalid."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryPath]:
+        """Optional: only items whose category path starts with one of these prefixes. At most 100."""
+
+    @_builtins.property
+    def exclude_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: items never to return, `items/{item_id}`. At most 10,000."""
+
+    @_builtins.property
+    def candidate_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: rank only these items, `items/{item_id}`. At most 10,000; unknown items are
+        ignored.
+        """
+
+    def __init__(
+        self,
+        *,
+        item: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        categories: _abc.Iterable[Global___CategoryPath] | None = ...,
+        exclude_items: _abc.Iterable[_builtins.str] | None = ...,
+        candidate_items: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_items", b"candidate_items", "categories", b"categories", "exclude_items", b"exclude_items", "item", b"item", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSimilarItemsRequest: _TypeAlias = ListSimilarItemsRequest  # noqa: Y015
+
+@_typing.final
+class SimilarItem(_message.Message):
+    """One item similar to the requested one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SHARED_CATEGORIES_FIELD_NUMBER: _builtins.int
+    SHARED_TAGS_FIELD_NUMBER: _builtins.int
+    item: _builtins.str
+    """The item, `items/{item_id}`."""
+    score: _builtins.float
+    """Similarity to the requested item, the inner product of their vectors; items come in
+    descending score.
+    """
+    reason: _builtins.str
+    """One line saying what the item shares with the requested one."""
+    @_builtins.property
+    def shared_categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The longest category path prefix both items have, coarse first; empty when none."""
+
+    @_builtins.property
+    def shared_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tags both items have."""
+
+    def __init__(
+        self,
+        *,
+        item: _builtins.str = ...,
+        score: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        shared_categories: _abc.Iterable[_builtins.str] | None = ...,
+        shared_tags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "reason", b"reason", "score", b"score", "shared_categories", b"shared_categories", "shared_tags", b"shared_tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimilarItem: _TypeAlias = SimilarItem  # noqa: Y015
+
+@_typing.final
+class ListSimilarItemsResponse(_message.Message):
+    """Response of RecommendationService.ListSimilarItems."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIMILAR_ITEMS_FIELD_NUMBER: _builtins.int
+    SPACE_FIELD_NUMBER: _builtins.int
+    space: _builtins.str
+    """The vector space compared in: "collaborative" or "text"."""
+    @_builtins.property
+    def similar_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimilarItem]:
+        """Similar items, most similar first; never the requested item itself."""
+
+    def __init__(
+        self,
+        *,
+        similar_items: _abc.Iterable[Global___SimilarItem] | None = ...,
+        space: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["similar_items", b"similar_items", "space", b"space"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSimilarItemsResponse: _TypeAlias = ListSimilarItemsResponse  # noqa: Y015

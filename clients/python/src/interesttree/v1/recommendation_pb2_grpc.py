@@ -5,7 +5,7 @@ import warnings
 
 from interesttree.v1 import recommendation_pb2 as interesttree_dot_v1_dot_recommendation__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.70.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in interesttree/v1/recommendation_pb2_grpc.py depends on'
+        + f' but the generated code in interesttree/v1/recommendation_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class RecommendationServiceStub:
+class RecommendationServiceStub(object):
     """RecommendationService retrieves items for a user with the fused interest vector.
     """
 
@@ -45,9 +45,14 @@ class RecommendationServiceStub:
                 request_serializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestRequest.SerializeToString,
                 response_deserializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestResponse.FromString,
                 _registered_method=True)
+        self.ListSimilarItems = channel.unary_unary(
+                '/interesttree.v1.RecommendationService/ListSimilarItems',
+                request_serializer=interesttree_dot_v1_dot_recommendation__pb2.ListSimilarItemsRequest.SerializeToString,
+                response_deserializer=interesttree_dot_v1_dot_recommendation__pb2.ListSimilarItemsResponse.FromString,
+                _registered_method=True)
 
 
-class RecommendationServiceServicer:
+class RecommendationServiceServicer(object):
     """RecommendationService retrieves items for a user with the fused interest vector.
     """
 
@@ -70,6 +75,17 @@ class RecommendationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSimilarItems(self, request, context):
+        """Lists the items most similar to one item, most similar first, each with a reason naming
+        what it shares with the item: the category path and tags both have, else how they are
+        close (the same users' histories, or their text). One page: there is no page token.
+        Similarity is the inner product of the items' collaborative vectors once trained (when
+        the item has one), else of their text or caller vectors. Default deadline: 10 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommendationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +99,11 @@ def add_RecommendationServiceServicer_to_server(servicer, server):
                     request_deserializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestRequest.FromString,
                     response_serializer=interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestResponse.SerializeToString,
             ),
+            'ListSimilarItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSimilarItems,
+                    request_deserializer=interesttree_dot_v1_dot_recommendation__pb2.ListSimilarItemsRequest.FromString,
+                    response_serializer=interesttree_dot_v1_dot_recommendation__pb2.ListSimilarItemsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'interesttree.v1.RecommendationService', rpc_method_handlers)
@@ -91,7 +112,7 @@ def add_RecommendationServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class RecommendationService:
+class RecommendationService(object):
     """RecommendationService retrieves items for a user with the fused interest vector.
     """
 
@@ -139,6 +160,33 @@ class RecommendationService:
             '/interesttree.v1.RecommendationService/RecommendByInterest',
             interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestRequest.SerializeToString,
             interesttree_dot_v1_dot_recommendation__pb2.RecommendByInterestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSimilarItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interesttree.v1.RecommendationService/ListSimilarItems',
+            interesttree_dot_v1_dot_recommendation__pb2.ListSimilarItemsRequest.SerializeToString,
+            interesttree_dot_v1_dot_recommendation__pb2.ListSimilarItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,13 @@ class RecommendationServiceStub:
     A known user without a tree gets one built first. Default deadline: 120 s
     (5 s when the user already has a tree).
     """
+    ListSimilarItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.ListSimilarItemsRequest, _recommendation_pb2.ListSimilarItemsResponse]
+    """Lists the items most similar to one item, most similar first, each with a reason naming
+    what it shares with the item: the category path and tags both have, else how they are
+    close (the same users' histories, or their text). One page: there is no page token.
+    Similarity is the inner product of the items' collaborative vectors once trained (when
+    the item has one), else of their text or caller vectors. Default deadline: 10 s.
+    """
 
 @_typing.type_check_only
 class RecommendationServiceAsyncStub(RecommendationServiceStub):
@@ -60,6 +67,13 @@ class RecommendationServiceAsyncStub(RecommendationServiceStub):
     slate retrieved with that node's own vector and de-duplicated against the slates before it.
     A known user without a tree gets one built first. Default deadline: 120 s
     (5 s when the user already has a tree).
+    """
+    ListSimilarItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.ListSimilarItemsRequest, _recommendation_pb2.ListSimilarItemsResponse]  # type: ignore[assignment]
+    """Lists the items most similar to one item, most similar first, each with a reason naming
+    what it shares with the item: the category path and tags both have, else how they are
+    close (the same users' histories, or their text). One page: there is no page token.
+    Similarity is the inner product of the items' collaborative vectors once trained (when
+    the item has one), else of their text or caller vectors. Default deadline: 10 s.
     """
 
 class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -86,6 +100,19 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
         slate retrieved with that node's own vector and de-duplicated against the slates before it.
         A known user without a tree gets one built first. Default deadline: 120 s
         (5 s when the user already has a tree).
+        """
+
+    @_abc_1.abstractmethod
+    def ListSimilarItems(
+        self,
+        request: _recommendation_pb2.ListSimilarItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.ListSimilarItemsResponse, _abc.Awaitable[_recommendation_pb2.ListSimilarItemsResponse]]:
+        """Lists the items most similar to one item, most similar first, each with a reason naming
+        what it shares with the item: the category path and tags both have, else how they are
+        close (the same users' histories, or their text). One page: there is no page token.
+        Similarity is the inner product of the items' collaborative vectors once trained (when
+        the item has one), else of their text or caller vectors. Default deadline: 10 s.
         """
 
 def add_RecommendationServiceServicer_to_server(servicer: RecommendationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file interesttree/v1/interest.proto.
  */
 export const file_interesttree_v1_interest: GenFile = /*@__PURE__*/
-  fileDesc("Ch5pbnRlcmVzdHRyZWUvdjEvaW50ZXJlc3QucHJvdG8SD2ludGVyZXN0dHJlZS52MSKdAQoFRXZlbnQSDAoEdXNlchgBIAEoCRIMCgRpdGVtGAIgASgJEigKBHR5cGUYAyABKA4yGi5pbnRlcmVzdHRyZWUudjEuRXZlbnRUeXBlEi4KCmV2ZW50X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKBndlaWdodBgFIAEoAUgAiAEBQgkKB193ZWlnaHQiUQoTUmVjb3JkRXZlbnRzUmVxdWVzdBImCgZldmVudHMYASADKAsyFi5pbnRlcmVzdHRyZWUudjEuRXZlbnQSEgoKcmVxdWVzdF9pZBgCIAEoCSIuChRSZWNvcmRFdmVudHNSZXNwb25zZRIWCg5yZWNvcmRlZF9jb3VudBgBIAEoBSKLAgoMSW50ZXJlc3ROb2RlEgoKAmlkGAEgASgJEhEKCXBhcmVudF9pZBgCIAEoCRINCgVsZXZlbBgDIAEoBRINCgVsYWJlbBgEIAEoCRITCgtleHBsYW5hdGlvbhgFIAEoCRIOCgZ3ZWlnaHQYBiABKAESFgoOZXZpZGVuY2VfaXRlbXMYByADKAkSMQoMbGFiZWxfc291cmNlGAggASgOMhsuaW50ZXJlc3R0cmVlLnYxLlRleHRTb3VyY2USNwoSZXhwbGFuYXRpb25fc291cmNlGAkgASgOMhsuaW50ZXJlc3R0cmVlLnYxLlRleHRTb3VyY2USFQoNdGF4b25vbXlfbm9kZRgKIAEoCSLjAQoMSW50ZXJlc3RUcmVlEgwKBG5hbWUYASABKAkSEAoIcmV2aXNpb24YAiABKAMSLAoFbm9kZXMYAyADKAsyHS5pbnRlcmVzdHRyZWUudjEuSW50ZXJlc3ROb2RlEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtldmVudF9jb3VudBgFIAEoBRINCgVtb2RlbBgGIAEoCRIwCgtidWlsZF9zdGF0cxgHIAEoCzIbLmludGVyZXN0dHJlZS52MS5CdWlsZFN0YXRzIqABCgpCdWlsZFN0YXRzEhMKC2luY3JlbWVudGFsGAEgASgIEhYKDm1vZGVsX3JlcXVlc3RzGAIgASgFEhUKDXByb21wdF90b2tlbnMYAyABKAUSGQoRY29tcGxldGlvbl90b2tlbnMYBCABKAUSDwoHcmV0cmllcxgFIAEoBRIQCghmYWlsdXJlcxgGIAEoBRIQCghyZWplY3RlZBgHIAEoBSKMAQoIVHJlZURpZmYSFgoOYWRkZWRfbm9kZV9pZHMYASADKAkSGAoQcmVtb3ZlZF9ub2RlX2lkcxgCIAMoCRIaChJyZWxhYmVsZWRfbm9kZV9pZHMYAyADKAkSIQoZY2hhbmdlZF9ldmlkZW5jZV9ub2RlX2lkcxgEIAMoCRIPCgdzdW1tYXJ5GAUgASgJImwKFEludGVyZXN0VHJlZVJldmlzaW9uEisKBHRyZWUYASABKAsyHS5pbnRlcmVzdHRyZWUudjEuSW50ZXJlc3RUcmVlEicKBGRpZmYYAiABKAsyGS5pbnRlcmVzdHRyZWUudjEuVHJlZURpZmYiVwogTGlzdEludGVyZXN0VHJlZVJldmlzaW9uc1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJ2CiFMaXN0SW50ZXJlc3RUcmVlUmV2aXNpb25zUmVzcG9uc2USOAoJcmV2aXNpb25zGAEgAygLMiUuaW50ZXJlc3R0cmVlLnYxLkludGVyZXN0VHJlZVJldmlzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJCCh5CYXRjaEJ1aWxkSW50ZXJlc3RUcmVlc1JlcXVlc3QSDQoFdXNlcnMYASADKAkSEQoJYWxsX3VzZXJzGAIgASgIIpkBCh9CYXRjaEJ1aWxkSW50ZXJlc3RUcmVlc1Jlc3BvbnNlEgwKBHVzZXIYASABKAkSKwoEdHJlZRgCIAEoCzIdLmludGVyZXN0dHJlZS52MS5JbnRlcmVzdFRyZWUSDQoFZXJyb3IYAyABKAkSFwoPY29tcGxldGVkX2NvdW50GAQgASgFEhMKC3RvdGFsX2NvdW50GAUgASgFIlAKDFRheG9ub215Tm9kZRIMCgRuYW1lGAEgASgJEg0KBWxhYmVsGAIgASgJEg8KB2FsaWFzZXMYAyADKAkSEgoKbm9kZV9jb3VudBgEIAEoBSJBChhMaXN0VGF4b25vbXlOb2Rlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiawoZTGlzdFRheG9ub215Tm9kZXNSZXNwb25zZRI1Cg50YXhvbm9teV9ub2RlcxgBIAMoCzIdLmludGVyZXN0dHJlZS52MS5UYXhvbm9teU5vZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKGEJ1aWxkSW50ZXJlc3RUcmVlUmVxdWVzdBIMCgR1c2VyGAEgASgJIkgKGUJ1aWxkSW50ZXJlc3RUcmVlUmVzcG9uc2USKwoEdHJlZRgBIAEoCzIdLmludGVyZXN0dHJlZS52MS5JbnRlcmVzdFRyZWUiJgoWR2V0SW50ZXJlc3RUcmVlUmVxdWVzdBIMCgRuYW1lGAEgASgJIkYKF0dldEludGVyZXN0VHJlZVJlc3BvbnNlEisKBHRyZWUYASABKAsyHS5pbnRlcmVzdHRyZWUudjEuSW50ZXJlc3RUcmVlIicKF0V4cGxhaW5JbnRlcmVzdHNSZXF1ZXN0EgwKBHVzZXIYASABKAkidgoQTGV2ZWxFeHBsYW5hdGlvbhINCgVsZXZlbBgBIAEoBRIUCgxsZXZlbF93ZWlnaHQYAiABKAESLAoFbm9kZXMYAyADKAsyHS5pbnRlcmVzdHRyZWUudjEuSW50ZXJlc3ROb2RlEg8KB3N1bW1hcnkYBCABKAkibQoYRXhwbGFpbkludGVyZXN0c1Jlc3BvbnNlEgwKBHRyZWUYASABKAkSEAoIcmV2aXNpb24YAiABKAMSMQoGbGV2ZWxzGAMgAygLMiEuaW50ZXJlc3R0cmVlLnYxLkxldmVsRXhwbGFuYXRpb24qlQEKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPRVZFTlRfVFlQRV9WSUVXEAESFAoQRVZFTlRfVFlQRV9DTElDSxACEhMKD0VWRU5UX1RZUEVfUkFURRADEhMKD0VWRU5UX1RZUEVfTElLRRAEEhcKE0VWRU5UX1RZUEVfUFVSQ0hBU0UQBSpWCgpUZXh0U291cmNlEhsKF1RFWFRfU09VUkNFX1VOU1BFQ0lGSUVEEAASFAoQVEVYVF9TT1VSQ0VfREFUQRABEhUKEVRFWFRfU09VUkNFX01PREVMEAIymgYKD0ludGVyZXN0U2VydmljZRJbCgxSZWNvcmRFdmVudHMSJC5pbnRlcmVzdHRyZWUudjEuUmVjb3JkRXZlbnRzUmVxdWVzdBolLmludGVyZXN0dHJlZS52MS5SZWNvcmRFdmVudHNSZXNwb25zZRJqChFCdWlsZEludGVyZXN0VHJlZRIpLmludGVyZXN0dHJlZS52MS5CdWlsZEludGVyZXN0VHJlZVJlcXVlc3QaKi5pbnRlcmVzdHRyZWUudjEuQnVpbGRJbnRlcmVzdFRyZWVSZXNwb25zZRJkCg9HZXRJbnRlcmVzdFRyZWUSJy5pbnRlcmVzdHRyZWUudjEuR2V0SW50ZXJlc3RUcmVlUmVxdWVzdBooLmludGVyZXN0dHJlZS52MS5HZXRJbnRlcmVzdFRyZWVSZXNwb25zZRJnChBFeHBsYWluSW50ZXJlc3RzEiguaW50ZXJlc3R0cmVlLnYxLkV4cGxhaW5JbnRlcmVzdHNSZXF1ZXN0GikuaW50ZXJlc3R0cmVlLnYxLkV4cGxhaW5JbnRlcmVzdHNSZXNwb25zZRKCAQoZTGlzdEludGVyZXN0VHJlZVJldmlzaW9ucxIxLmludGVyZXN0dHJlZS52MS5MaXN0SW50ZXJlc3RUcmVlUmV2aXNpb25zUmVxdWVzdBoyLmludGVyZXN0dHJlZS52MS5MaXN0SW50ZXJlc3RUcmVlUmV2aXNpb25zUmVzcG9uc2USfgoXQmF0Y2hCdWlsZEludGVyZXN0VHJlZXMSLy5pbnRlcmVzdHRyZWUudjEuQmF0Y2hCdWlsZEludGVyZXN0VHJlZXNSZXF1ZXN0GjAuaW50ZXJlc3R0cmVlLnYxLkJhdGNoQnVpbGRJbnRlcmVzdFRyZWVzUmVzcG9uc2UwARJqChFMaXN0VGF4b25vbXlOb2RlcxIpLmludGVyZXN0dHJlZS52MS5MaXN0VGF4b25vbXlOb2Rlc1JlcXVlc3QaKi5pbnRlcmVzdHRyZWUudjEuTGlzdFRheG9ub215Tm9kZXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5pbnRlcmVzdHRyZWUvdjEvaW50ZXJlc3QucHJvdG8SD2ludGVyZXN0dHJlZS52MSKdAQoFRXZlbnQSDAoEdXNlchgBIAEoCRIMCgRpdGVtGAIgASgJEigKBHR5cGUYAyABKA4yGi5pbnRlcmVzdHRyZWUudjEuRXZlbnRUeXBlEi4KCmV2ZW50X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKBndlaWdodBgFIAEoAUgAiAEBQgkKB193ZWlnaHQiUQoTUmVjb3JkRXZlbnRzUmVxdWVzdBImCgZldmVudHMYASADKAsyFi5pbnRlcmVzdHRyZWUudjEuRXZlbnQSEgoKcmVxdWVzdF9pZBgCIAEoCSIuChRSZWNvcmRFdmVudHNSZXNwb25zZRIWCg5yZWNvcmRlZF9jb3VudBgBIAEoBSKLAgoMSW50ZXJlc3ROb2RlEgoKAmlkGAEgASgJEhEKCXBhcmVudF9pZBgCIAEoCRINCgVsZXZlbBgDIAEoBRINCgVsYWJlbBgEIAEoCRITCgtleHBsYW5hdGlvbhgFIAEoCRIOCgZ3ZWlnaHQYBiABKAESFgoOZXZpZGVuY2VfaXRlbXMYByADKAkSMQoMbGFiZWxfc291cmNlGAggASgOMhsuaW50ZXJlc3R0cmVlLnYxLlRleHRTb3VyY2USNwoSZXhwbGFuYXRpb25fc291cmNlGAkgASgOMhsuaW50ZXJlc3R0cmVlLnYxLlRleHRTb3VyY2USFQoNdGF4b25vbXlfbm9kZRgKIAEoCSLjAQoMSW50ZXJlc3RUcmVlEgwKBG5hbWUYASABKAkSEAoIcmV2aXNpb24YAiABKAMSLAoFbm9kZXMYAyADKAsyHS5pbnRlcmVzdHRyZWUudjEuSW50ZXJlc3ROb2RlEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtldmVudF9jb3VudBgFIAEoBRINCgVtb2RlbBgGIAEoCRIwCgtidWlsZF9zdGF0cxgHIAEoCzIbLmludGVyZXN0dHJlZS52MS5CdWlsZFN0YXRzIqABCgpCdWlsZFN0YXRzEhMKC2luY3JlbWVudGFsGAEgASgIEhYKDm1vZGVsX3JlcXVlc3RzGAIgASgFEhUKDXByb21wdF90b2tlbnMYAyABKAUSGQoRY29tcGxldGlvbl90b2tlbnMYBCABKAUSDwoHcmV0cmllcxgFIAEoBRIQCghmYWlsdXJlcxgGIAEoBRIQCghyZWplY3RlZBgHIAEoBSKMAQoIVHJlZURpZmYSFgoOYWRkZWRfbm9kZV9pZHMYASADKAkSGAoQcmVtb3ZlZF9ub2RlX2lkcxgCIAMoCRIaChJyZWxhYmVsZWRfbm9kZV9pZHMYAyADKAkSIQoZY2hhbmdlZF9ldmlkZW5jZV9ub2RlX2lkcxgEIAMoCRIPCgdzdW1tYXJ5GAUgASgJImwKFEludGVyZXN0VHJlZVJldmlzaW9uEisKBHRyZWUYASABKAsyHS5pbnRlcmVzdHRyZWUudjEuSW50ZXJlc3RUcmVlEicKBGRpZmYYAiABKAsyGS5pbnRlcmVzdHRyZWUudjEuVHJlZURpZmYiVwogTGlzdEludGVyZXN0VHJlZVJldmlzaW9uc1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJ2CiFMaXN0SW50ZXJlc3RUcmVlUmV2aXNpb25zUmVzcG9uc2USOAoJcmV2aXNpb25zGAEgAygLMiUuaW50ZXJlc3R0cmVlLnYxLkludGVyZXN0VHJlZVJldmlzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJCCh5CYXRjaEJ1aWxkSW50ZXJlc3RUcmVlc1JlcXVlc3QSDQoFdXNlcnMYASADKAkSEQoJYWxsX3VzZXJzGAIgASgIIpkBCh9CYXRjaEJ1aWxkSW50ZXJlc3RUcmVlc1Jlc3BvbnNlEgwKBHVzZXIYASABKAkSKwoEdHJlZRgCIAEoCzIdLmludGVyZXN0dHJlZS52MS5JbnRlcmVzdFRyZWUSDQoFZXJyb3IYAyABKAkSFwoPY29tcGxldGVkX2NvdW50GAQgASgFEhMKC3RvdGFsX2NvdW50GAUgASgFIs0BCgxUYXhvbm9teU5vZGUSDAoEbmFtZRgBIAEoCRINCgVsYWJlbBgCIAEoCRIPCgdhbGlhc2VzGAMgAygJEhIKCm5vZGVfY291bnQYBCABKAUSDgoGcGFyZW50GAUgASgJEg0KBWxldmVsGAYgASgFEhIKCml0ZW1fY291bnQYByABKAUSFQoNY2VudHJhbF9pdGVtcxgIIAMoCRIxCgxsYWJlbF9zb3VyY2UYCSABKA4yGy5pbnRlcmVzdHRyZWUudjEuVGV4dFNvdXJjZSJBChhMaXN0VGF4b25vbXlOb2Rlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiawoZTGlzdFRheG9ub215Tm9kZXNSZXNwb25zZRI1Cg50YXhvbm9teV9ub2RlcxgBIAMoCzIdLmludGVyZXN0dHJlZS52MS5UYXhvbm9teU5vZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKGEJ1aWxkSW50ZXJlc3RUcmVlUmVxdWVzdBIMCgR1c2VyGAEgASgJIkgKGUJ1aWxkSW50ZXJlc3RUcmVlUmVzcG9uc2USKwoEdHJlZRgBIAEoCzIdLmludGVyZXN0dHJlZS52MS5JbnRlcmVzdFRyZWUiJgoWR2V0SW50ZXJlc3RUcmVlUmVxdWVzdBIMCgRuYW1lGAEgASgJIkYKF0dldEludGVyZXN0VHJlZVJlc3BvbnNlEisKBHRyZWUYASABKAsyHS5pbnRlcmVzdHRyZWUudjEuSW50ZXJlc3RUcmVlIicKF0V4cGxhaW5JbnRlcmVzdHNSZXF1ZXN0EgwKBHVzZXIYASABKAkidgoQTGV2ZWxFeHBsYW5hdGlvbhINCgVsZXZlbBgBIAEoBRIUCgxsZXZlbF93ZWlnaHQYAiABKAESLAoFbm9kZXMYAyADKAsyHS5pbnRlcmVzdHRyZWUudjEuSW50ZXJlc3ROb2RlEg8KB3N1bW1hcnkYBCABKAkibQoYRXhwbGFpbkludGVyZXN0c1Jlc3BvbnNlEgwKBHRyZWUYASABKAkSEAoIcmV2aXNpb24YAiABKAMSMQoGbGV2ZWxzGAMgAygLMiEuaW50ZXJlc3R0cmVlLnYxLkxldmVsRXhwbGFuYXRpb24iIQoRRGVsZXRlVXNlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSJiChJEZWxldGVVc2VyUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCBIbChNkZWxldGVkX2V2ZW50X2NvdW50GAIgASgFEh4KFmRlbGV0ZWRfcmV2aXNpb25fY291bnQYAyABKAUqwgEKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPRVZFTlRfVFlQRV9WSUVXEAESFAoQRVZFTlRfVFlQRV9DTElDSxACEhMKD0VWRU5UX1RZUEVfUkFURRADEhMKD0VWRU5UX1RZUEVfTElLRRAEEhcKE0VWRU5UX1RZUEVfUFVSQ0hBU0UQBRIWChJFVkVOVF9UWVBFX0RJU0xJS0UQBhITCg9FVkVOVF9UWVBFX0hJREUQBypWCgpUZXh0U291cmNlEhsKF1RFWFRfU09VUkNFX1VOU1BFQ0lGSUVEEAASFAoQVEVYVF9TT1VSQ0VfREFUQRABEhUKEVRFWFRfU09VUkNFX01PREVMEAIy8QYKD0ludGVyZXN0U2VydmljZRJbCgxSZWNvcmRFdmVudHMSJC5pbnRlcmVzdHRyZWUudjEuUmVjb3JkRXZlbnRzUmVxdWVzdBolLmludGVyZXN0dHJlZS52MS5SZWNvcmRFdmVudHNSZXNwb25zZRJqChFCdWlsZEludGVyZXN0VHJlZRIpLmludGVyZXN0dHJlZS52MS5CdWlsZEludGVyZXN0VHJlZVJlcXVlc3QaKi5pbnRlcmVzdHRyZWUudjEuQnVpbGRJbnRlcmVzdFRyZWVSZXNwb25zZRJkCg9HZXRJbnRlcmVzdFRyZWUSJy5pbnRlcmVzdHRyZWUudjEuR2V0SW50ZXJlc3RUcmVlUmVxdWVzdBooLmludGVyZXN0dHJlZS52MS5HZXRJbnRlcmVzdFRyZWVSZXNwb25zZRJnChBFeHBsYWluSW50ZXJlc3RzEiguaW50ZXJlc3R0cmVlLnYxLkV4cGxhaW5JbnRlcmVzdHNSZXF1ZXN0GikuaW50ZXJlc3R0cmVlLnYxLkV4cGxhaW5JbnRlcmVzdHNSZXNwb25zZRKCAQoZTGlzdEludGVyZXN0VHJlZVJldmlzaW9ucxIxLmludGVyZXN0dHJlZS52MS5MaXN0SW50ZXJlc3RUcmVlUmV2aXNpb25zUmVxdWVzdBoyLmludGVyZXN0dHJlZS52MS5MaXN0SW50ZXJlc3RUcmVlUmV2aXNpb25zUmVzcG9uc2USfgoXQmF0Y2hCdWlsZEludGVyZXN0VHJlZXMSLy5pbnRlcmVzdHRyZWUudjEuQmF0Y2hCdWlsZEludGVyZXN0VHJlZXNSZXF1ZXN0GjAuaW50ZXJlc3R0cmVlLnYxLkJhdGNoQnVpbGRJbnRlcmVzdFRyZWVzUmVzcG9uc2UwARJqChFMaXN0VGF4b25vbXlOb2RlcxIpLmludGVyZXN0dHJlZS52MS5MaXN0VGF4b25vbXlOb2Rlc1JlcXVlc3QaKi5pbnRlcmVzdHRyZWUudjEuTGlzdFRheG9ub215Tm9kZXNSZXNwb25zZRJVCgpEZWxldGVVc2VyEiIuaW50ZXJlc3R0cmVlLnYxLkRlbGV0ZVVzZXJSZXF1ZXN0GiMuaW50ZXJlc3R0cmVlLnYxLkRlbGV0ZVVzZXJSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * One interaction of a user with an item.
@@ -555,14 +555,16 @@ export type TaxonomyNode = Message<"interesttree.v1.TaxonomyNode"> & {
   name: string;
 
   /**
-   * Canonical label: the first label that created the node.
+   * Canonical label. Catalog taxonomy: a category term, or a cluster's name (picked once per
+   * cluster by the model from terms its items share, else the best such terms). Label
+   * vocabulary: the first label that created the node.
    *
    * @generated from field: string label = 2;
    */
   label: string;
 
   /**
-   * Other labels mapped to this node by embedding similarity.
+   * Label vocabulary only: other labels mapped to this node by embedding similarity.
    *
    * @generated from field: repeated string aliases = 3;
    */
@@ -574,6 +576,44 @@ export type TaxonomyNode = Message<"interesttree.v1.TaxonomyNode"> & {
    * @generated from field: int32 node_count = 4;
    */
   nodeCount: number;
+
+  /**
+   * Catalog taxonomy only: the parent node, `taxonomyNodes/{taxonomy_node_id}`; empty at level 1.
+   *
+   * @generated from field: string parent = 5;
+   */
+  parent: string;
+
+  /**
+   * Catalog taxonomy only: 1 is the coarsest level. The upper levels are the catalog's category
+   * path terms where items have them; below them (everywhere in a flat catalog) clusters of
+   * the item vectors, each level finer. 0 for a node of the label vocabulary.
+   *
+   * @generated from field: int32 level = 6;
+   */
+  level: number;
+
+  /**
+   * Catalog taxonomy only: how many catalog items the node holds (its subtree included).
+   *
+   * @generated from field: int32 item_count = 7;
+   */
+  itemCount: number;
+
+  /**
+   * Catalog taxonomy only: the items nearest the node's centroid, `items/{item_id}`, most
+   * central first (at most 8); the model named the cluster from these.
+   *
+   * @generated from field: repeated string central_items = 8;
+   */
+  centralItems: string[];
+
+  /**
+   * Catalog taxonomy only: DATA (a category term or terms its items share) or MODEL.
+   *
+   * @generated from field: interesttree.v1.TextSource label_source = 9;
+   */
+  labelSource: TextSource;
 };
 
 /**
@@ -618,7 +658,7 @@ export const ListTaxonomyNodesRequestSchema: GenMessage<ListTaxonomyNodesRequest
  */
 export type ListTaxonomyNodesResponse = Message<"interesttree.v1.ListTaxonomyNodesResponse"> & {
   /**
-   * One page of taxonomy nodes, most used first.
+   * One page of taxonomy nodes: coarse to fine for the catalog taxonomy, else most used first.
    *
    * @generated from field: repeated interesttree.v1.TaxonomyNode taxonomy_nodes = 1;
    */
@@ -822,6 +862,62 @@ export const ExplainInterestsResponseSchema: GenMessage<ExplainInterestsResponse
   messageDesc(file_interesttree_v1_interest, 21);
 
 /**
+ * Request of InterestService.DeleteUser.
+ *
+ * @generated from message interesttree.v1.DeleteUserRequest
+ */
+export type DeleteUserRequest = Message<"interesttree.v1.DeleteUserRequest"> & {
+  /**
+   * Required. The user to erase, `users/{user_id}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message interesttree.v1.DeleteUserRequest.
+ * Use `create(DeleteUserRequestSchema)` to create a new message.
+ */
+export const DeleteUserRequestSchema: GenMessage<DeleteUserRequest> = /*@__PURE__*/
+  messageDesc(file_interesttree_v1_interest, 22);
+
+/**
+ * Response of InterestService.DeleteUser.
+ *
+ * @generated from message interesttree.v1.DeleteUserResponse
+ */
+export type DeleteUserResponse = Message<"interesttree.v1.DeleteUserResponse"> & {
+  /**
+   * True if the user had anything stored; false if there was nothing to erase.
+   *
+   * @generated from field: bool deleted = 1;
+   */
+  deleted: boolean;
+
+  /**
+   * How many events were deleted.
+   *
+   * @generated from field: int32 deleted_event_count = 2;
+   */
+  deletedEventCount: number;
+
+  /**
+   * How many tree revisions were deleted.
+   *
+   * @generated from field: int32 deleted_revision_count = 3;
+   */
+  deletedRevisionCount: number;
+};
+
+/**
+ * Describes the message interesttree.v1.DeleteUserResponse.
+ * Use `create(DeleteUserResponseSchema)` to create a new message.
+ */
+export const DeleteUserResponseSchema: GenMessage<DeleteUserResponse> = /*@__PURE__*/
+  messageDesc(file_interesttree_v1_interest, 23);
+
+/**
  * What kind of interaction an event records. Each type has a configurable weight.
  *
  * @generated from enum interesttree.v1.EventType
@@ -868,6 +964,24 @@ export enum EventType {
    * @generated from enum value: EVENT_TYPE_PURCHASE = 5;
    */
   PURCHASE = 5,
+
+  /**
+   * Negative feedback: the user disliked the item. It is no interest (no tree node holds it),
+   * and Recommend pushes items similar to it down: its vector is subtracted from every node's
+   * vector (Qdrant's negative examples). A later LIKE or PURCHASE of the item revokes it. An
+   * event `weight` scales how strongly it counts (default 1).
+   *
+   * @generated from enum value: EVENT_TYPE_DISLIKE = 6;
+   */
+  DISLIKE = 6,
+
+  /**
+   * Negative feedback: the user hid the item. It is no interest, and no list of this user
+   * returns it again (not with include_seen, candidate_items or in any slate).
+   *
+   * @generated from enum value: EVENT_TYPE_HIDE = 7;
+   */
+  HIDE = 7,
 }
 
 /**
@@ -983,8 +1097,10 @@ export const InterestService: GenService<{
     output: typeof BatchBuildInterestTreesResponseSchema;
   },
   /**
-   * Lists the shared taxonomy that canonicalizes the nodes of all users' trees, one page at a
-   * time, most used first. Default deadline: 10 s.
+   * Lists the shared taxonomy, one page at a time. Once RefreshModels has built the catalog
+   * taxonomy, that is what is listed, coarse to fine (level 1 first), and every user's tree is
+   * a projection onto it. Before, it is the label vocabulary that canonicalizes the nodes of
+   * users' trees, most used first. Default deadline: 10 s.
    *
    * @generated from rpc interesttree.v1.InterestService.ListTaxonomyNodes
    */
@@ -992,6 +1108,19 @@ export const InterestService: GenService<{
     methodKind: "unary";
     input: typeof ListTaxonomyNodesRequestSchema;
     output: typeof ListTaxonomyNodesResponseSchema;
+  },
+  /**
+   * Erases a user: every event, tree revision and taxonomy reference of the user is deleted
+   * from the store and leaves no trace in its files, and the user's influence on the learned
+   * models is gone after the next model refresh. Idempotent: erasing an unknown user succeeds.
+   * Needs the admin role. Default deadline: 30 s.
+   *
+   * @generated from rpc interesttree.v1.InterestService.DeleteUser
+   */
+  deleteUser: {
+    methodKind: "unary";
+    input: typeof DeleteUserRequestSchema;
+    output: typeof DeleteUserResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_interesttree_v1_interest, 0);

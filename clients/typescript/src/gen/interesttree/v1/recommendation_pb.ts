@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file interesttree/v1/recommendation.proto.
  */
 export const file_interesttree_v1_recommendation: GenFile = /*@__PURE__*/
-  fileDesc("CiRpbnRlcmVzdHRyZWUvdjEvcmVjb21tZW5kYXRpb24ucHJvdG8SD2ludGVyZXN0dHJlZS52MSIiCgxDYXRlZ29yeVBhdGgSEgoKY2F0ZWdvcmllcxgBIAMoCSLbAQoQUmVjb21tZW5kUmVxdWVzdBIMCgR1c2VyGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRIVCg1sZXZlbF93ZWlnaHRzGAMgAygBEhQKDGluY2x1ZGVfc2VlbhgEIAEoCBIxCgpjYXRlZ29yaWVzGAUgAygLMh0uaW50ZXJlc3R0cmVlLnYxLkNhdGVnb3J5UGF0aBIVCg1leGNsdWRlX2l0ZW1zGAYgAygJEhcKD2NhbmRpZGF0ZV9pdGVtcxgHIAMoCRIWCg5pbnRlcmVzdF9xdW90YRgIIAEoBSJXChBOb2RlQ29udHJpYnV0aW9uEg8KB25vZGVfaWQYASABKAkSDQoFbGV2ZWwYAiABKAUSDQoFbGFiZWwYAyABKAkSFAoMY29udHJpYnV0aW9uGAQgASgBIokBCg5SZWNvbW1lbmRhdGlvbhIMCgRpdGVtGAEgASgJEg0KBXNjb3JlGAIgASgBEhAKCG5vZGVfaWRzGAMgAygJEg4KBnJlYXNvbhgEIAEoCRI4Cg1jb250cmlidXRpb25zGAUgAygLMiEuaW50ZXJlc3R0cmVlLnYxLk5vZGVDb250cmlidXRpb24iewoRUmVjb21tZW5kUmVzcG9uc2USOAoPcmVjb21tZW5kYXRpb25zGAEgAygLMh8uaW50ZXJlc3R0cmVlLnYxLlJlY29tbWVuZGF0aW9uEhUKDXRyZWVfcmV2aXNpb24YAiABKAMSFQoNbGV2ZWxfd2VpZ2h0cxgDIAMoASLcAQoaUmVjb21tZW5kQnlJbnRlcmVzdFJlcXVlc3QSDAoEdXNlchgBIAEoCRINCgVsZXZlbBgCIAEoBRIVCg1tYXhfaW50ZXJlc3RzGAMgASgFEhEKCXBhZ2Vfc2l6ZRgEIAEoBRIUCgxpbmNsdWRlX3NlZW4YBSABKAgSMQoKY2F0ZWdvcmllcxgGIAMoCzIdLmludGVyZXN0dHJlZS52MS5DYXRlZ29yeVBhdGgSFQoNZXhjbHVkZV9pdGVtcxgHIAMoCRIXCg9jYW5kaWRhdGVfaXRlbXMYCCADKAkifQoFU2xhdGUSDAoEbm9kZRgBIAEoCRINCgVsYWJlbBgCIAEoCRINCgVsZXZlbBgDIAEoBRIOCgZ3ZWlnaHQYBCABKAESOAoPcmVjb21tZW5kYXRpb25zGAUgAygLMh8uaW50ZXJlc3R0cmVlLnYxLlJlY29tbWVuZGF0aW9uIlwKG1JlY29tbWVuZEJ5SW50ZXJlc3RSZXNwb25zZRImCgZzbGF0ZXMYASADKAsyFi5pbnRlcmVzdHRyZWUudjEuU2xhdGUSFQoNdHJlZV9yZXZpc2lvbhgCIAEoAzLdAQoVUmVjb21tZW5kYXRpb25TZXJ2aWNlElIKCVJlY29tbWVuZBIhLmludGVyZXN0dHJlZS52MS5SZWNvbW1lbmRSZXF1ZXN0GiIuaW50ZXJlc3R0cmVlLnYxLlJlY29tbWVuZFJlc3BvbnNlEnAKE1JlY29tbWVuZEJ5SW50ZXJlc3QSKy5pbnRlcmVzdHRyZWUudjEuUmVjb21tZW5kQnlJbnRlcmVzdFJlcXVlc3QaLC5pbnRlcmVzdHRyZWUudjEuUmVjb21tZW5kQnlJbnRlcmVzdFJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("CiRpbnRlcmVzdHRyZWUvdjEvcmVjb21tZW5kYXRpb24ucHJvdG8SD2ludGVyZXN0dHJlZS52MSIiCgxDYXRlZ29yeVBhdGgSEgoKY2F0ZWdvcmllcxgBIAMoCSKKAgoQUmVjb21tZW5kUmVxdWVzdBIMCgR1c2VyGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRIVCg1sZXZlbF93ZWlnaHRzGAMgAygBEhQKDGluY2x1ZGVfc2VlbhgEIAEoCBIxCgpjYXRlZ29yaWVzGAUgAygLMh0uaW50ZXJlc3R0cmVlLnYxLkNhdGVnb3J5UGF0aBIVCg1leGNsdWRlX2l0ZW1zGAYgAygJEhcKD2NhbmRpZGF0ZV9pdGVtcxgHIAMoCRIWCg5pbnRlcmVzdF9xdW90YRgIIAEoBRIVCg1jb250ZXh0X2l0ZW1zGAkgAygJEhYKDmFsbG93X2ZhbGxiYWNrGAogASgIIlcKEE5vZGVDb250cmlidXRpb24SDwoHbm9kZV9pZBgBIAEoCRINCgVsZXZlbBgCIAEoBRINCgVsYWJlbBgDIAEoCRIUCgxjb250cmlidXRpb24YBCABKAEiiQEKDlJlY29tbWVuZGF0aW9uEgwKBGl0ZW0YASABKAkSDQoFc2NvcmUYAiABKAESEAoIbm9kZV9pZHMYAyADKAkSDgoGcmVhc29uGAQgASgJEjgKDWNvbnRyaWJ1dGlvbnMYBSADKAsyIS5pbnRlcmVzdHRyZWUudjEuTm9kZUNvbnRyaWJ1dGlvbiKNAQoRUmVjb21tZW5kUmVzcG9uc2USOAoPcmVjb21tZW5kYXRpb25zGAEgAygLMh8uaW50ZXJlc3R0cmVlLnYxLlJlY29tbWVuZGF0aW9uEhUKDXRyZWVfcmV2aXNpb24YAiABKAMSFQoNbGV2ZWxfd2VpZ2h0cxgDIAMoARIQCghmYWxsYmFjaxgEIAEoCCLcAQoaUmVjb21tZW5kQnlJbnRlcmVzdFJlcXVlc3QSDAoEdXNlchgBIAEoCRINCgVsZXZlbBgCIAEoBRIVCg1tYXhfaW50ZXJlc3RzGAMgASgFEhEKCXBhZ2Vfc2l6ZRgEIAEoBRIUCgxpbmNsdWRlX3NlZW4YBSABKAgSMQoKY2F0ZWdvcmllcxgGIAMoCzIdLmludGVyZXN0dHJlZS52MS5DYXRlZ29yeVBhdGgSFQoNZXhjbHVkZV9pdGVtcxgHIAMoCRIXCg9jYW5kaWRhdGVfaXRlbXMYCCADKAkifQoFU2xhdGUSDAoEbm9kZRgBIAEoCRINCgVsYWJlbBgCIAEoCRINCgVsZXZlbBgDIAEoBRIOCgZ3ZWlnaHQYBCABKAESOAoPcmVjb21tZW5kYXRpb25zGAUgAygLMh8uaW50ZXJlc3R0cmVlLnYxLlJlY29tbWVuZGF0aW9uIlwKG1JlY29tbWVuZEJ5SW50ZXJlc3RSZXNwb25zZRImCgZzbGF0ZXMYASADKAsyFi5pbnRlcmVzdHRyZWUudjEuU2xhdGUSFQoNdHJlZV9yZXZpc2lvbhgCIAEoAyKdAQoXTGlzdFNpbWlsYXJJdGVtc1JlcXVlc3QSDAoEaXRlbRgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSMQoKY2F0ZWdvcmllcxgDIAMoCzIdLmludGVyZXN0dHJlZS52MS5DYXRlZ29yeVBhdGgSFQoNZXhjbHVkZV9pdGVtcxgEIAMoCRIXCg9jYW5kaWRhdGVfaXRlbXMYBSADKAkiagoLU2ltaWxhckl0ZW0SDAoEaXRlbRgBIAEoCRINCgVzY29yZRgCIAEoARIOCgZyZWFzb24YAyABKAkSGQoRc2hhcmVkX2NhdGVnb3JpZXMYBCADKAkSEwoLc2hhcmVkX3RhZ3MYBSADKAkiXgoYTGlzdFNpbWlsYXJJdGVtc1Jlc3BvbnNlEjMKDXNpbWlsYXJfaXRlbXMYASADKAsyHC5pbnRlcmVzdHRyZWUudjEuU2ltaWxhckl0ZW0SDQoFc3BhY2UYAiABKAkyxgIKFVJlY29tbWVuZGF0aW9uU2VydmljZRJSCglSZWNvbW1lbmQSIS5pbnRlcmVzdHRyZWUudjEuUmVjb21tZW5kUmVxdWVzdBoiLmludGVyZXN0dHJlZS52MS5SZWNvbW1lbmRSZXNwb25zZRJwChNSZWNvbW1lbmRCeUludGVyZXN0EisuaW50ZXJlc3R0cmVlLnYxLlJlY29tbWVuZEJ5SW50ZXJlc3RSZXF1ZXN0GiwuaW50ZXJlc3R0cmVlLnYxLlJlY29tbWVuZEJ5SW50ZXJlc3RSZXNwb25zZRJnChBMaXN0U2ltaWxhckl0ZW1zEiguaW50ZXJlc3R0cmVlLnYxLkxpc3RTaW1pbGFySXRlbXNSZXF1ZXN0GikuaW50ZXJlc3R0cmVlLnYxLkxpc3RTaW1pbGFySXRlbXNSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * A category path prefix, coarse to fine, as in `Item.categories`.
@@ -40,7 +40,8 @@ export const CategoryPathSchema: GenMessage<CategoryPath> = /*@__PURE__*/
  */
 export type RecommendRequest = Message<"interesttree.v1.RecommendRequest"> & {
   /**
-   * Required. The user, `users/{user_id}`; it must have recorded events.
+   * The user, `users/{user_id}`; it must have recorded events (unless `allow_fallback`).
+   * Required unless `context_items` is given instead.
    *
    * @generated from field: string user = 1;
    */
@@ -99,6 +100,25 @@ export type RecommendRequest = Message<"interesttree.v1.RecommendRequest"> & {
    * @generated from field: int32 interest_quota = 8;
    */
   interestQuota: number;
+
+  /**
+   * Optional, instead of `user`: the items of an anonymous session, `items/{item_id}`, oldest
+   * first; at most 200, unknown items are ignored. A transient tree is built from them (from
+   * the data, stored nowhere) and recommended with as a user's would be; its node ids are only
+   * meaningful within the response. The session's items are not returned unless include_seen.
+   *
+   * @generated from field: repeated string context_items = 9;
+   */
+  contextItems: string[];
+
+  /**
+   * If true, a user with no recorded events (or a session none of whose items is known) gets
+   * the catalog's most popular items (by how many users interacted with each) instead of
+   * NOT_FOUND, with `fallback` set in the response; the filters still apply.
+   *
+   * @generated from field: bool allow_fallback = 10;
+   */
+  allowFallback: boolean;
 };
 
 /**
@@ -233,6 +253,14 @@ export type RecommendResponse = Message<"interesttree.v1.RecommendResponse"> & {
    * @generated from field: repeated double level_weights = 3;
    */
   levelWeights: number[];
+
+  /**
+   * True when the list is the popular-items fallback of `allow_fallback`: no tree is behind it
+   * (tree_revision 0), and the recommendations name no nodes.
+   *
+   * @generated from field: bool fallback = 4;
+   */
+  fallback: boolean;
 };
 
 /**
@@ -392,6 +420,134 @@ export const RecommendByInterestResponseSchema: GenMessage<RecommendByInterestRe
   messageDesc(file_interesttree_v1_recommendation, 7);
 
 /**
+ * Request of RecommendationService.ListSimilarItems.
+ *
+ * @generated from message interesttree.v1.ListSimilarItemsRequest
+ */
+export type ListSimilarItemsRequest = Message<"interesttree.v1.ListSimilarItemsRequest"> & {
+  /**
+   * Required. The item, `items/{item_id}`; it must exist in the catalog.
+   *
+   * @generated from field: string item = 1;
+   */
+  item: string;
+
+  /**
+   * Number of items to return, 0 means 10; at most 100. Negative values are invalid.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * Optional: only items whose category path starts with one of these prefixes. At most 100.
+   *
+   * @generated from field: repeated interesttree.v1.CategoryPath categories = 3;
+   */
+  categories: CategoryPath[];
+
+  /**
+   * Optional: items never to return, `items/{item_id}`. At most 10,000.
+   *
+   * @generated from field: repeated string exclude_items = 4;
+   */
+  excludeItems: string[];
+
+  /**
+   * Optional: rank only these items, `items/{item_id}`. At most 10,000; unknown items are
+   * ignored.
+   *
+   * @generated from field: repeated string candidate_items = 5;
+   */
+  candidateItems: string[];
+};
+
+/**
+ * Describes the message interesttree.v1.ListSimilarItemsRequest.
+ * Use `create(ListSimilarItemsRequestSchema)` to create a new message.
+ */
+export const ListSimilarItemsRequestSchema: GenMessage<ListSimilarItemsRequest> = /*@__PURE__*/
+  messageDesc(file_interesttree_v1_recommendation, 8);
+
+/**
+ * One item similar to the requested one.
+ *
+ * @generated from message interesttree.v1.SimilarItem
+ */
+export type SimilarItem = Message<"interesttree.v1.SimilarItem"> & {
+  /**
+   * The item, `items/{item_id}`.
+   *
+   * @generated from field: string item = 1;
+   */
+  item: string;
+
+  /**
+   * Similarity to the requested item, the inner product of their vectors; items come in
+   * descending score.
+   *
+   * @generated from field: double score = 2;
+   */
+  score: number;
+
+  /**
+   * One line saying what the item shares with the requested one.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * The longest category path prefix both items have, coarse first; empty when none.
+   *
+   * @generated from field: repeated string shared_categories = 4;
+   */
+  sharedCategories: string[];
+
+  /**
+   * Tags both items have.
+   *
+   * @generated from field: repeated string shared_tags = 5;
+   */
+  sharedTags: string[];
+};
+
+/**
+ * Describes the message interesttree.v1.SimilarItem.
+ * Use `create(SimilarItemSchema)` to create a new message.
+ */
+export const SimilarItemSchema: GenMessage<SimilarItem> = /*@__PURE__*/
+  messageDesc(file_interesttree_v1_recommendation, 9);
+
+/**
+ * Response of RecommendationService.ListSimilarItems.
+ *
+ * @generated from message interesttree.v1.ListSimilarItemsResponse
+ */
+export type ListSimilarItemsResponse = Message<"interesttree.v1.ListSimilarItemsResponse"> & {
+  /**
+   * Similar items, most similar first; never the requested item itself.
+   *
+   * @generated from field: repeated interesttree.v1.SimilarItem similar_items = 1;
+   */
+  similarItems: SimilarItem[];
+
+  /**
+   * The vector space compared in: "collaborative" or "text".
+   *
+   * @generated from field: string space = 2;
+   */
+  space: string;
+};
+
+/**
+ * Describes the message interesttree.v1.ListSimilarItemsResponse.
+ * Use `create(ListSimilarItemsResponseSchema)` to create a new message.
+ */
+export const ListSimilarItemsResponseSchema: GenMessage<ListSimilarItemsResponse> = /*@__PURE__*/
+  messageDesc(file_interesttree_v1_recommendation, 10);
+
+/**
  * RecommendationService retrieves items for a user with the fused interest vector.
  *
  * @generated from service interesttree.v1.RecommendationService
@@ -421,6 +577,20 @@ export const RecommendationService: GenService<{
     methodKind: "unary";
     input: typeof RecommendByInterestRequestSchema;
     output: typeof RecommendByInterestResponseSchema;
+  },
+  /**
+   * Lists the items most similar to one item, most similar first, each with a reason naming
+   * what it shares with the item: the category path and tags both have, else how they are
+   * close (the same users' histories, or their text). One page: there is no page token.
+   * Similarity is the inner product of the items' collaborative vectors once trained (when
+   * the item has one), else of their text or caller vectors. Default deadline: 10 s.
+   *
+   * @generated from rpc interesttree.v1.RecommendationService.ListSimilarItems
+   */
+  listSimilarItems: {
+    methodKind: "unary";
+    input: typeof ListSimilarItemsRequestSchema;
+    output: typeof ListSimilarItemsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_interesttree_v1_recommendation, 0);
