@@ -104,8 +104,10 @@ class Pools:
             return st.sampled_from(list(self.items))
         return st.sampled_from(trees)
 
-    def names(self) -> st.SearchStrategy[str]:
-        everything = [*self.items, *self.read_users]
+    def names(self, erases: bool = False) -> st.SearchStrategy[str]:
+        """Resource names, well-formed and not; a request that erases (DeleteUser) names only
+        the fuzz's own users, so the canary users keep their events."""
+        everything = [*self.items, *(self.users if erases else self.read_users)]
         everything += [f"{user}/interestTree" for user in self.read_users]
         malformed = ["items/", "items/a/b", "items/a\n", "users/a\n", "items/ a", "ITEMS/x"]
         malformed += ["users/ä", "items/%00", "items/" + "a" * 129, "users/a/interestTree/x"]
@@ -128,7 +130,7 @@ class Pools:
         kind = field.type
         if kind == FieldDescriptor.TYPE_STRING:
             if is_name(field):
-                return self.names()
+                return self.names(erases=message.endswith("DeleteUserRequest"))
             return self.tokens() if field.name == "page_token" else STRINGS
         if kind in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_ENUM):
             edges = [0, 1, 2, 5, 6, -1, 10, 99, 100, 101, 1000, 1001, *INT32]
