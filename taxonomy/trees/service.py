@@ -283,16 +283,31 @@ class TreeService:
         return tree, stats
 
     async def get_tree(self, user_id: str) -> InterestTree:
-        tree = await asyncio.to_thread(self._store.latest_tree, user_id)
+        tree = await self._latest_live_tree(user_id)
         if tree is None:
             await self._events.require_user(user_id)
             raise tree_not_found(user_id)
         return tree
 
     async def get_or_build_tree(self, user_id: str) -> InterestTree:
-        tree = await asyncio.to_thread(self._store.latest_tree, user_id)
+        tree = await self._latest_live_tree(user_id)
         if tree is not None:
             return tree
+        return (await self.build_tree(user_id)).tree
+
+    async def _latest_live_tree(self, user_id: str) -> InterestTree | None:
+        """The latest revision, rebuilt first if it cites an item deleted since: no tree or
+        recommendation may cite a deleted item, and its weights must come from what remains."""
+        tree = await asyncio.to_thread(self._store.latest_tree, user_id)
+        if tree is None:
+            return None
+        cited = sorted({item for node in tree.nodes for item in node.evidence_items})
+        live = await asyncio.to_thread(self._store.get_items, cited)
+        if len(live) == len(cited):
+            return tree
+        logger.info(
+            "rebuilding %s's tree: it cites %d deleted item(s)", user_id, len(cited) - len(live)
+        )
         return (await self.build_tree(user_id)).tree
 
     async def list_revisions(

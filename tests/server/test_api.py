@@ -464,3 +464,31 @@ async def test_caller_vectors_replace_text_embeddings(data_only_server: RunningS
     )
     assert [rec.item for rec in response.recommendations] == ["items/probe-b"]
     assert response.recommendations[0].score > 0.99
+
+
+async def test_no_tree_or_recommendation_cites_a_deleted_item(
+    data_only_server: RunningServer,
+) -> None:
+    stubs = data_only_server.stubs
+    await load_sample(data_only_server)
+    built = await stubs.interests.BuildInterestTree(
+        interest_pb2.BuildInterestTreeRequest(user="users/bob")
+    )
+    assert "items/dracula" in {e for node in built.tree.nodes for e in node.evidence_items}
+
+    await stubs.catalog.DeleteItems(catalog_pb2.DeleteItemsRequest(names=["items/dracula"]))
+    stored = await stubs.interests.GetInterestTree(
+        interest_pb2.GetInterestTreeRequest(name="users/bob/interestTree")
+    )
+    explained = await stubs.interests.ExplainInterests(
+        interest_pb2.ExplainInterestsRequest(user="users/bob")
+    )
+    recommended = await stubs.recommender.Recommend(
+        recommendation_pb2.RecommendRequest(user="users/bob", page_size=50, include_seen=True)
+    )
+    cited = {e for node in stored.tree.nodes for e in node.evidence_items}
+    cited |= {rec.item for rec in recommended.recommendations}
+    assert "items/dracula" not in cited
+    # Reasons name evidence by title; the page and explanations must not cite it either.
+    assert "dracula" not in " ".join(rec.reason for rec in recommended.recommendations).lower()
+    assert "dracula" not in str(explained).lower()
