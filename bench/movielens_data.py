@@ -52,6 +52,8 @@ class UserSplit:
     valid_time: int
     test_item: int
     test_time: int
+    valid_rating: float = 0.0
+    test_rating: float = 0.0
 
     def history(self, *, for_test: bool) -> list[int]:
         """Items shown to the system: train (validation pass) or train + validation (test pass)."""
@@ -61,9 +63,17 @@ class UserSplit:
         """Timestamps aligned with :meth:`history`."""
         return [*self.train_times, self.valid_time] if for_test else list(self.train_times)
 
+    def history_ratings(self, *, for_test: bool) -> list[float]:
+        """Ratings aligned with :meth:`history`."""
+        return [*self.train_ratings, self.valid_rating] if for_test else list(self.train_ratings)
+
     def target(self, *, for_test: bool) -> int:
         """The held-out item of the pass."""
         return self.test_item if for_test else self.valid_item
+
+    def target_rating(self, *, for_test: bool) -> float:
+        """The held-out item's rating (never sent: the protocol holds it out whatever it is)."""
+        return self.test_rating if for_test else self.valid_rating
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,8 @@ def load_movielens(data_dir: Path | None = None, *, check: bool = True) -> Movie
                 valid_time=times[-2],
                 test_item=items[-1],
                 test_time=times[-1],
+                valid_rating=seq[-2].rating,
+                test_rating=seq[-1].rating,
             )
         )
     item_ids = list(item_index)

@@ -21,7 +21,7 @@ from server.auth.oidc import OidcVerifier
 from server.auth.quotas import QuotaConfig, Quotas
 from server.auth.tenants import TenantEngines, tenant_schema
 from server.auth.tls import TlsFiles, is_loopback
-from server.config import EMBEDDED_MODEL_NAME, Settings
+from server.config import EMBEDDED_MODEL_NAME, Settings, engine_config
 from server.convert import largest_request_bytes
 from server.health import ServiceHealth
 from server.http import HttpServer, create_http_app, start_http
@@ -34,7 +34,7 @@ from taxonomy.embedder import (
     SentenceTransformerEmbedder,
     packaged_minilm_path,
 )
-from taxonomy.engine import EngineConfig, InterestEngine
+from taxonomy.engine import InterestEngine
 from taxonomy.llm import OpenAIChatModel
 from taxonomy.ports import ChatModel, Embedder, Store
 from taxonomy.storage.sqlite import SqliteStore
@@ -150,22 +150,15 @@ class Runtime:
             )
             llm_backend = LlmBackend("embedded", supervisor.base_url)
         store = await asyncio.to_thread(open_store, settings)
-        engine_config = EngineConfig(
-            half_life_events=settings.half_life_events,
-            default_level_weights=settings.level_weights,
-            naming_mode=settings.naming_mode if chat is not None else NamingMode.OFF,
-            llm_concurrency=settings.llm_concurrency,
-            naming_budget_s=settings.naming_budget_s,
-            hnsw_ef_search=settings.hnsw_ef_search,
-        )
-        engine = InterestEngine(store, data_dir, embedder, chat, engine_config)
+        config = engine_config(settings, naming=chat is not None)
+        engine = InterestEngine(store, data_dir, embedder, chat, config)
         metrics.watch_engine(engine)
         await engine.start()
         replica = _replica_sync(settings, engine)
 
         async def open_tenant(tenant: str, directory: Path) -> InterestEngine:
             tenant_store = await asyncio.to_thread(open_tenant_store, settings, tenant, directory)
-            opened = InterestEngine(tenant_store, directory, embedder, chat, engine_config)
+            opened = InterestEngine(tenant_store, directory, embedder, chat, config)
             await opened.start()
             return opened
 

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     """Default weight of each tree level (coarse to fine) in the fused recommendation vector."""
     hnsw_ef_search: int = Field(default=_ENGINE.hnsw_ef_search, ge=10)
     """HNSW search breadth: higher finds closer neighbours, slower."""
+    dislike_weight: float = Field(default=_ENGINE.dislike_weight, ge=0, le=10)
+    """How hard a DISLIKE pushes similar items down: λ of the disliked items' mean vector
+    subtracted from every interest vector (0: dislikes only stop counting as interest)."""
     index_save_interval_s: float = Field(default=5.0, gt=0)
     """How often changed HNSW indexes are saved to disk."""
     model_refresh_interval_s: float = Field(default=600.0, gt=0)
@@ -121,3 +124,17 @@ class Settings(BaseSettings):
     oidc_tenant_claim: str = "tenant"
     oidc_role_claim: str = "role"
     """Users one tenant may hold; unset: no cap."""
+
+
+def engine_config(settings: Settings, *, naming: bool) -> EngineConfig:
+    """The engine's configuration from the service settings; `naming` is False when no chat
+    model is reachable, so trees are named from the data alone."""
+    return EngineConfig(
+        half_life_events=settings.half_life_events,
+        default_level_weights=settings.level_weights,
+        naming_mode=settings.naming_mode if naming else NamingMode.OFF,
+        llm_concurrency=settings.llm_concurrency,
+        naming_budget_s=settings.naming_budget_s,
+        hnsw_ef_search=settings.hnsw_ef_search,
+        dislike_weight=settings.dislike_weight,
+    )

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from server.config import EMBEDDED_MODEL_NAME, Settings
+from server.config import EMBEDDED_MODEL_NAME, Settings, engine_config
 from taxonomy.errors import DomainError
 from taxonomy.trees.naming import NamingMode
 
@@ -92,7 +92,7 @@ async def _open_engine(settings: Settings, data_dir: Path) -> tuple[InterestEngi
     """An engine on the shared store, configured as `Runtime.create` configures a replica's,
     with its caches in `data_dir`; returns (engine, replica sync)."""
     from server.app import _make_embedder, open_store
-    from taxonomy.engine import EngineConfig, InterestEngine
+    from taxonomy.engine import InterestEngine
     from taxonomy.llm import OpenAIChatModel
     from taxonomy.storage.postgres import PostgresStore
     from taxonomy.storage.postgres_replica import ReplicaSync
@@ -109,14 +109,7 @@ async def _open_engine(settings: Settings, data_dir: Path) -> tuple[InterestEngi
     store = await asyncio.to_thread(open_store, settings)
     if not isinstance(store, PostgresStore):
         raise RayBuildError("Ray workers need the shared PostgreSQL store (--store-url)")
-    config = EngineConfig(
-        half_life_events=settings.half_life_events,
-        default_level_weights=settings.level_weights,
-        naming_mode=settings.naming_mode if chat is not None else NamingMode.OFF,
-        llm_concurrency=settings.llm_concurrency,
-        naming_budget_s=settings.naming_budget_s,
-        hnsw_ef_search=settings.hnsw_ef_search,
-    )
+    config = engine_config(settings, naming=chat is not None)
     engine = InterestEngine(store, data_dir, embedder, chat, config)
     await engine.start()
     replica = ReplicaSync(engine, store, data_dir / "models")

@@ -22,6 +22,7 @@ from index.versioned import VersionedIndex
 from taxonomy.catalog.service import Catalog
 from taxonomy.events.service import EventLog
 from taxonomy.ports import ChatModel, Embedder, Store
+from taxonomy.recommendation.negative import DEFAULT_DISLIKE_WEIGHT
 from taxonomy.recommendation.rerank import RerankConfig
 from taxonomy.recommendation.service import RecommendConfig, Recommender
 from taxonomy.recommendation.spaces import TEXT_SPACE, present_vectors
@@ -70,6 +71,8 @@ class EngineConfig:
     collaborative_min_events: int = 1000
     """Fewer recorded events than this train nothing: the text space serves until then."""
     rerank: RerankConfig | None = field(default_factory=RerankConfig)
+    dislike_weight: float = DEFAULT_DISLIKE_WEIGHT
+    """λ of the disliked items' mean vector subtracted from every node's vector."""
     """Re-scoring of the top HNSW candidates with the full-rank next-item model; None disables."""
 
 
@@ -134,6 +137,7 @@ class InterestEngine:
                 hnsw_ef_search=cfg.hnsw_ef_search,
                 retrieval=cfg.retrieval,
                 rerank=cfg.rerank,
+                dislike_weight=cfg.dislike_weight,
             ),
         )
         self.catalog = Catalog(store, embedder, items, write_lock, self.recommender.forget_items)

@@ -21,7 +21,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taxonomy.engine import InterestEngine
+from taxonomy.engine import EngineConfig, InterestEngine
 from taxonomy.events.history import negative_feedback, summarize_history
 from taxonomy.models import Event, EventType, Item
 from taxonomy.recommendation.candidates import ItemFilter
@@ -209,3 +209,45 @@ def test_negative_feedback_reads_hides_dislikes_and_revocations() -> None:
     history = summarize_history(events, half_life_events=50)
     # Only interest counts: the like of i2 and the view of i3, neither dislike nor hide.
     assert {entry.item_id for entry in history} == {"i2", "i3"}
+
+
+def test_dislike_weight_sets_how_hard_a_dislike_pushes() -> None:
+    """`dislike_weight` (the `dislike_weight` setting) scales the push linearly: 0 leaves every
+    score as it is without the dislike, and doubling it doubles every item's drop."""
+    liked, disliked = [0, 1, 2, 3, 4], 5
+    others = tuple(i for k, i in enumerate(IDS) if k not in liked and k != disliked)
+
+    async def drops(folder: Path, weight: float) -> dict[str, float]:
+        engine = await make_engine(
+            folder,
+            embedder=HashEmbedder(DIM),
+            config=EngineConfig(collaborative=None, dislike_weight=weight),
+        )
+        try:
+            await engine.catalog.upsert_items(_catalog(7))
+            await engine.events.record_events(
+                _events("plain", liked, EventType.LIKE, 0)
+                + _events("picky", liked, EventType.LIKE, 0)
+                + _events("picky", [disliked], EventType.DISLIKE, 50),
+                None,
+            )
+            only = ItemFilter(candidate_items=others)
+            scores = []
+            for user in ("plain", "picky"):
+                result = await engine.recommender.recommend(
+                    RecommendQuery(user, len(others), item_filter=only)
+                )
+                scores.append({rec.item_id: rec.score for rec in result.recommendations})
+            return {i: scores[0][i] - scores[1][i] for i in others}
+        finally:
+            await engine.close()
+            engine.store.close()
+
+    measured = {}
+    for weight in (0.0, 0.5, 1.0):
+        with tempfile.TemporaryDirectory() as folder:
+            measured[weight] = asyncio.run(drops(Path(folder), weight))
+    assert max(abs(d) for d in measured[0.0].values()) < 1e-9
+    assert max(abs(d) for d in measured[0.5].values()) > 1e-4
+    for i in others:
+        assert abs(measured[1.0][i] - 2 * measured[0.5][i]) < 1e-6, i
