@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from openai.types.chat import ChatCompletionMessageParam
 
 from taxonomy.engine import EngineConfig, InterestEngine
 from taxonomy.models import Event, Item
-from taxonomy.ports import ChatModel
+from taxonomy.ports import ChatModel, Completion
 from taxonomy.storage.sqlite import SqliteStore
 
 from ..storage.backends import StoreBackend
@@ -88,3 +91,44 @@ async def make_engine(
     )
     await engine.start()
     return engine
+
+
+class ScriptedChat:
+    """Answers each request with the next scripted reply (a string, or an exception)."""
+
+    def __init__(self, replies: Sequence[str | Exception | None] = ()) -> None:
+        self._replies = list(replies)
+        self.prompts: list[str] = []
+
+    @property
+    def requests(self) -> int:
+        """How many requests it was sent."""
+        return len(self.prompts)
+
+    @property
+    def model_name(self) -> str:
+        return "scripted"
+
+    async def complete_json(
+        self,
+        messages: Sequence[ChatCompletionMessageParam],
+        *,
+        schema_name: str,
+        schema: dict[str, Any],
+        max_tokens: int,
+    ) -> Completion:
+        self.prompts.append(str(messages[-1]["content"]))
+        reply = self._replies.pop(0) if self._replies else None
+        if isinstance(reply, Exception):
+            raise reply
+        if reply is None:
+            # Default: choose the last allowed label (free mode: a label the tags support).
+            label = schema["properties"]["label"].get("enum", ["Space opera"])[-1]
+            answer = {"label": label}
+            if "explanation" in schema["properties"]:
+                answer["explanation"] = "You keep returning to stories of this kind."
+            reply = json.dumps(answer)
+        return Completion(reply, 100, 20, "stop")
+
+    async def close(self) -> None:
+        return None

@@ -3,11 +3,9 @@ and users' trees as projections onto it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
@@ -16,13 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from interesttree.v1 import admin_pb2, interest_pb2
 from numpy.typing import NDArray
-from openai.types.chat import ChatCompletionMessageParam
 
 from server import pagination
 from taxonomy.engine import EngineConfig, InterestEngine
 from taxonomy.events.history import HistoryItem
 from taxonomy.models import CatalogTaxonomyNode, Item, TextSource
-from taxonomy.ports import Completion
 from taxonomy.shared_taxonomy.catalog import (
     CATEGORY,
     CLUSTER,
@@ -40,48 +36,13 @@ from taxonomy.trees.naming import NamingMode
 
 from ..conftest import RunningServer
 from ..server.test_api import domain_tree, history_of, load_sample
-from .helpers import START, HashEmbedder, history
+from .helpers import START, HashEmbedder, ScriptedChat, history
 
 THEMES = {
     "sea": ["sailing", "harbour", "boats", "tides"],
     "space": ["rockets", "orbit", "planets", "astronauts"],
     "kitchen": ["recipes", "baking", "spices", "dinners"],
 }
-
-
-class CountingChat:
-    """Picks the last allowed label of every request's enum and counts requests; a reply
-    list overrides the answers in order (an Exception is raised)."""
-
-    def __init__(self, replies: Sequence[str | Exception] = ()) -> None:
-        self.requests = 0
-        self.prompts: list[str] = []
-        self._replies = list(replies)
-
-    @property
-    def model_name(self) -> str:
-        return "counting"
-
-    async def complete_json(
-        self,
-        messages: Sequence[ChatCompletionMessageParam],
-        *,
-        schema_name: str,
-        schema: dict[str, Any],
-        max_tokens: int,
-    ) -> Completion:
-        self.requests += 1
-        self.prompts.append(str(messages[-1]["content"]))
-        if self._replies:
-            reply = self._replies.pop(0)
-            if isinstance(reply, Exception):
-                raise reply
-            return Completion(reply, 50, 5, "stop")
-        label = schema["properties"]["label"]["enum"][-1]
-        return Completion(json.dumps({"label": label}), 50, 5, "stop")
-
-    async def close(self) -> None:
-        return None
 
 
 def themed_catalog(per_theme: int = 12) -> tuple[dict[str, Item], dict[str, NDArray[np.float32]]]:
@@ -170,14 +131,14 @@ def test_category_paths_give_the_upper_levels() -> None:
     _check_partition(roots, set(items))
 
 
-def _store_and_taxonomy(tmp_path: Path, chat: CountingChat | None) -> CatalogTaxonomy:
+def _store_and_taxonomy(tmp_path: Path, chat: ScriptedChat | None) -> CatalogTaxonomy:
     store = SqliteStore(tmp_path / "db.sqlite3")
     return CatalogTaxonomy(store, chat, lambda ids: {})
 
 
 async def test_clusters_are_named_once_and_names_are_cached(tmp_path: Path) -> None:
     items, vectors = themed_catalog()
-    chat = CountingChat()
+    chat = ScriptedChat()
     taxonomy = _store_and_taxonomy(tmp_path, chat)
     first = await taxonomy.rebuild(items, vectors, vectors, space="text", fingerprint=(1, None))
     asked = first.naming.requests
@@ -203,7 +164,7 @@ async def test_clusters_are_named_once_and_names_are_cached(tmp_path: Path) -> N
 
 async def test_a_cluster_whose_members_change_materially_is_renamed(tmp_path: Path) -> None:
     items, vectors = themed_catalog()
-    chat = CountingChat()
+    chat = ScriptedChat()
     taxonomy = _store_and_taxonomy(tmp_path, chat)
     await taxonomy.rebuild(items, vectors, vectors, space="text", fingerprint=(1, None))
     before = {n.taxonomy_id: set(n.items) for n in taxonomy.nodes if n.level == 1}
@@ -225,19 +186,19 @@ async def test_a_cluster_whose_members_change_materially_is_renamed(tmp_path: Pa
 async def test_model_faults_keep_the_data_label_and_are_asked_again(tmp_path: Path) -> None:
     items, vectors = themed_catalog()
     failing = [RuntimeError("down")] * 100
-    chat = CountingChat(failing)
+    chat = ScriptedChat(failing)
     taxonomy = _store_and_taxonomy(tmp_path, chat)
     build = await taxonomy.rebuild(items, vectors, vectors, space="text", fingerprint=(1, None))
     assert build.naming.failures == build.naming.requests > 0
     assert all(n.label_source is TextSource.DATA for n in taxonomy.nodes)
     assert all(readability_problem(n.label) is None for n in taxonomy.nodes)
-    retry = CountingChat(['{"label": "not one of the candidates"}'])
+    retry = ScriptedChat(['{"label": "not one of the candidates"}'])
     taxonomy._chat = retry
     await taxonomy.rebuild(items, vectors, vectors, space="text", fingerprint=(2, None))
     assert retry.requests == build.naming.requests, "failed clusters are asked again"
 
 
-async def _engine(tmp_path: Path, chat: CountingChat | None) -> InterestEngine:
+async def _engine(tmp_path: Path, chat: ScriptedChat | None) -> InterestEngine:
     engine = InterestEngine(
         SqliteStore(tmp_path / "db.sqlite3"),
         tmp_path,
@@ -251,7 +212,7 @@ async def _engine(tmp_path: Path, chat: CountingChat | None) -> InterestEngine:
 
 async def test_trees_are_projections_onto_the_taxonomy(tmp_path: Path) -> None:
     items, _ = themed_catalog()
-    chat = CountingChat()
+    chat = ScriptedChat()
     engine = await _engine(tmp_path, chat)
     try:
         await engine.catalog.upsert_items(list(items.values()))

@@ -19,7 +19,7 @@ from taxonomy.trees.naming import NamingMode
 
 from ..conftest import RunningServer, data_only_settings
 from ..server.test_api import START, domain_tree, history_of, load_sample
-from .test_naming import ScriptedChat
+from .helpers import ScriptedChat
 
 
 async def record(running: RunningServer, user: str, item: str, hours: int) -> None:
