@@ -310,7 +310,8 @@ def transition_exact(model: CollaborativeModel, p: Pass) -> tuple[F64, npt.NDArr
     perm."""
     n_items = p.data.n_items
     perm = model_perm(model, p.data.item_ids)
-    ok = perm >= 0
+    # Items outside the next-item matrix (the tail) keep an exact score of 0, as in the service.
+    ok = (perm >= 0) & (perm < model.transition_items)
     assert model.transitions is not None
     b = np.zeros((n_items, n_items))
     b[np.ix_(ok, ok)] = model.transitions[np.ix_(perm[ok], perm[ok])]

@@ -25,6 +25,7 @@ from taxonomy.recommendation.spaces import TEXT_SPACE
 logger = logging.getLogger(__name__)
 
 ItemsForgotten = Callable[[Sequence[str]], None]
+ItemsPlaced = Callable[[Sequence[str], NDArray[np.float32]], None]
 
 
 def item_not_found(item_id: str) -> NotFoundError:
@@ -41,12 +42,14 @@ class Catalog:
         index: VersionedIndex,
         write_lock: asyncio.Lock,
         on_delete: ItemsForgotten,
+        on_upsert: ItemsPlaced | None = None,
     ) -> None:
         self._store = store
         self._embedder = embedder
         self.index = index
         self._write_lock = write_lock
         self._on_delete = on_delete
+        self._on_upsert = on_upsert
 
     def index_version(self) -> tuple[int, ...]:
         return (
@@ -108,6 +111,9 @@ class Catalog:
                 self.index.rebuild(self.index_version(), self._stored_vectors)
                 return stored
             self.index.dirty = True
+            if self._on_upsert is not None:
+                # New items are recommendable in the collaborative space before any event.
+                self._on_upsert(ids, matrix)
             return stored
 
         async with self._write_lock:

@@ -8,7 +8,7 @@ re-scoring) and computes a user's item weights from their events.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,6 +31,32 @@ class CollaborativeRetrieval:
     space: VectorSpace
     event_count: int
     """How many recorded events the model was trained on."""
+    placed: dict[str, NDArray[np.float32]] = field(default_factory=dict)
+    """Items upserted after training, placed by the model's feature map: their query-side
+    vectors (the model is symmetric when it has a map, so they are also what the index holds)."""
+    drop_last: bool = False
+    """The index and queries leave out the model's last coordinate (see build_retrieval)."""
+
+    def place(self, item_ids: Sequence[str], vectors: NDArray[np.floating]) -> list[str]:
+        """Put items the model has no events for into the index from their text or caller
+        vectors (the model's feature map), so a new item is recommendable at once. Items the
+        model learned from events keep their learned vector. Returns the ids placed; none when
+        the model has no feature map or the vectors are of another dimension."""
+        ids = list(item_ids)
+        if not ids:
+            return []
+        keep = [k for k, item_id in enumerate(ids) if self.model.index_of(item_id) is None]
+        if not keep:
+            return []
+        placed = self.model.place(np.asarray(vectors)[keep])
+        if placed is None:
+            return []
+        if self.drop_last:
+            placed = np.ascontiguousarray(placed[:, :-1])
+        names = [ids[k] for k in keep]
+        self.space.index.upsert(names, placed)
+        self.placed.update(zip(names, placed, strict=True))
+        return names
 
     def reranker(
         self, events: Sequence[Event], weight: Callable[[Event], float], config: RerankConfig
@@ -53,7 +79,10 @@ class CollaborativeRetrieval:
 
     def forget(self, item_ids: Iterable[str]) -> None:
         """Deleted items leave the index at once; the model drops them at the next refresh."""
-        self.space.index.delete(list(item_ids))
+        ids = list(item_ids)
+        for item_id in ids:
+            self.placed.pop(item_id, None)
+        self.space.index.delete(ids)
 
 
 def build_retrieval(
@@ -61,7 +90,8 @@ def build_retrieval(
 ) -> CollaborativeRetrieval:
     keep = [row for row, item_id in enumerate(model.item_ids) if item_id in live_items]
     item_vectors, context_vectors = model.item_vectors, model.context_vectors
-    if np.allclose(context_vectors[:, -1], 0.0):
+    drop_last = bool(np.allclose(context_vectors[:, -1], 0.0))
+    if drop_last:
         # The model appends a coordinate that makes item vectors unit length (so cosine would
         # rank like inner product). HNSW navigates that badly: measured on MovieLens, recall@10
         # vs exact was 0.27 (cosine, ef=128) against 0.9975 searching inner product without it.
@@ -76,22 +106,37 @@ def build_retrieval(
     if keep:
         index.upsert([model.item_ids[row] for row in keep], item_vectors[keep])
 
+    placed: dict[str, NDArray[np.float32]] = {}
+
     def query_vectors(item_ids: Sequence[str]) -> NDArray[np.float32]:
-        rows = [model.index_of(item_id) for item_id in item_ids]
-        return context_vectors[[row for row in rows if row is not None]]
+        out: list[NDArray[np.float32]] = []
+        for item_id in item_ids:
+            row = model.index_of(item_id)
+            if row is not None:
+                out.append(context_vectors[row])
+            elif (vector := placed.get(item_id)) is not None:
+                out.append(vector)
+        if not out:
+            return context_vectors[:0]
+        return np.stack(out)
 
     def has_vector(item_id: str) -> bool:
-        return model.index_of(item_id) is not None
+        return model.index_of(item_id) is not None or item_id in placed
 
     space = VectorSpace(COLLABORATIVE_SPACE, index, query_vectors, has_vector)
-    return CollaborativeRetrieval(model, space, event_count)
+    return CollaborativeRetrieval(model, space, event_count, placed, drop_last)
 
 
 def train_collaborative(
-    sequences: Sequence[Sequence[Event]], config: CollaborativeConfig
+    sequences: Sequence[Sequence[Event]],
+    config: CollaborativeConfig,
+    features: tuple[Sequence[str], NDArray[np.float32]] | None = None,
 ) -> CollaborativeModel:
+    """Train on the recorded event sequences. ``features`` (item ids and their text or caller
+    vectors, row-aligned) place items without events in the collaborative space."""
     return train_collaborative_model(
         [[event.item_id for event in sequence] for sequence in sequences],
         [[event_weight(event) for event in sequence] for sequence in sequences],
         config,
+        features,
     )

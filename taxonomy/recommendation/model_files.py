@@ -27,6 +27,7 @@ def save_model(directory: Path, model: CollaborativeModel, event_count: int) -> 
         "profile_power": model.profile_power,
         "profile_window": model.profile_window,
         "symmetric": model.symmetric,
+        "feature_scale": model.feature_scale,
         "rerank_weighting": (
             dataclasses.asdict(model.rerank_weighting) if model.rerank_weighting else None
         ),
@@ -34,11 +35,15 @@ def save_model(directory: Path, model: CollaborativeModel, event_count: int) -> 
     arrays: dict[str, NDArray[np.generic]] = {
         "item_ids": np.array(model.item_ids, dtype=np.str_),
         "item_vectors": model.item_vectors,
-        "context_vectors": model.context_vectors,
         "meta": np.array(json.dumps(meta)),
     }
+    if not (model.symmetric and model.context_vectors is model.item_vectors):
+        # A symmetric model's vectors are one array; saving them twice doubled the file.
+        arrays["context_vectors"] = model.context_vectors
     if model.transitions is not None:
         arrays["transitions"] = model.transitions
+    if model.feature_map is not None:
+        arrays["feature_map"] = model.feature_map
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
     atomic_write(directory / MODEL_FILE, buffer.getvalue())
@@ -55,10 +60,13 @@ def load_model(directory: Path) -> tuple[CollaborativeModel, int] | None:
         return None
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
+        item_vectors = data["item_vectors"]
         model = CollaborativeModel(
             item_ids=tuple(str(item_id) for item_id in data["item_ids"]),
-            item_vectors=data["item_vectors"],
-            context_vectors=data["context_vectors"],
+            item_vectors=item_vectors,
+            context_vectors=(
+                data["context_vectors"] if "context_vectors" in data.files else item_vectors
+            ),
             transitions=data.get("transitions"),
             window=meta["window"],
             decay=meta["decay"],
@@ -69,5 +77,7 @@ def load_model(directory: Path) -> tuple[CollaborativeModel, int] | None:
             rerank_weighting=(
                 Weighting(**meta["rerank_weighting"]) if meta["rerank_weighting"] else None
             ),
+            feature_map=data["feature_map"] if "feature_map" in data.files else None,
+            feature_scale=float(meta.get("feature_scale", 1.0)),
         )
     return model, int(meta["event_count"])

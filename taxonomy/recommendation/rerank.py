@@ -43,13 +43,17 @@ def transition_scores(
 ) -> npt.NDArray[np.float64]:
     """Exact model scores of ``candidates`` for a time-ordered ``history``.
 
-    Candidates unknown to the model get ``-inf``.
+    Candidates unknown to the model get ``-inf``. Candidates with a vector but outside the
+    next-item matrix (the long tail) get 0, as an item no history row points at would, so the
+    fused score alone ranks them instead of sinking them to the end.
     """
     if model.transitions is None:
         raise ValueError("model was trained without transitions (keep_transitions=False)")
     weights = model.rerank_weights_for(history, event_weights)
-    out = np.full(len(candidates), -np.inf, dtype=np.float64)
-    cols_pos = [(p, model.index_of(c)) for p, c in enumerate(candidates)]
+    out = np.array(
+        [0.0 if model.index_of(c) is not None else -np.inf for c in candidates], dtype=np.float64
+    )
+    cols_pos = [(p, model.transition_index_of(c)) for p, c in enumerate(candidates)]
     known = [(p, c) for p, c in cols_pos if c is not None]
     if not known:
         return out
@@ -68,16 +72,17 @@ def transition_scores(
 def transition_block(
     model: CollaborativeModel, rows: Sequence[str], columns: Sequence[str]
 ) -> npt.NDArray[np.float64]:
-    """``B[rows][:, columns]`` by item id, 0 where the model lacks an item."""
+    """``B[rows][:, columns]`` by item id, 0 where the next-item matrix lacks an item."""
     if model.transitions is None:
         raise ValueError("model was trained without transitions (keep_transitions=False)")
     out = np.zeros((len(rows), len(columns)), dtype=np.float64)
-    row_pos = [(p, model.index_of(r)) for p, r in enumerate(rows)]
-    col_pos = [(p, model.index_of(c)) for p, c in enumerate(columns)]
+    row_pos = [(p, model.transition_index_of(r)) for p, r in enumerate(rows)]
+    col_pos = [(p, model.transition_index_of(c)) for p, c in enumerate(columns)]
     known_rows = [(p, r) for p, r in row_pos if r is not None]
     known_cols = [(p, c) for p, c in col_pos if c is not None]
     if known_rows and known_cols:
-        sub = model.transitions[[r for _, r in known_rows]][:, [c for _, c in known_cols]]
+        # One gather of the block: `[rows][:, cols]` would first copy whole rows of B.
+        sub = model.transitions[np.ix_([r for _, r in known_rows], [c for _, c in known_cols])]
         out[np.ix_([p for p, _ in known_rows], [p for p, _ in known_cols])] = sub
     return out
 
@@ -104,7 +109,8 @@ def rerank(
     """Re-score the first ``config.k`` candidates (assumed best first) and sort them.
 
     Returns ``(item_id, final_score)`` best first; ties keep the candidate order. Candidates
-    unknown to the model sink to the end.
+    unknown to the model sink to the end; those outside its next-item matrix are ranked by
+    their fused score (their exact score is 0).
     """
     cfg = config if config is not None else RerankConfig()
     if len(candidates) != len(candidate_scores):

@@ -88,6 +88,7 @@ class ReplicaSync:
             if ids:
                 index.index.upsert(ids, changes.upserted[np.asarray(good)])
                 index.dirty = True
+                self._engine.recommender.place_items(ids, changes.upserted[np.asarray(good)])
         if changes.deleted_ids:
             index.index.delete(changes.deleted_ids)
             self._engine.recommender.forget_items(changes.deleted_ids)
