@@ -19,6 +19,7 @@ from taxonomy.errors import (
     FieldViolation,
     InvalidArgumentError,
     NotFoundError,
+    UnavailableError,
 )
 
 ERROR_DOMAIN = "interesttree.v1"
@@ -129,6 +130,8 @@ def status_for(error: DomainError, request_id: str = "") -> grpc.Status:
         )
     elif isinstance(error, AbortedError):
         code = code_pb2.ABORTED
+    elif isinstance(error, UnavailableError):
+        code = code_pb2.UNAVAILABLE
     elif isinstance(error, UnauthenticatedError):
         code = code_pb2.UNAUTHENTICATED
     elif isinstance(error, PermissionDeniedError):

@@ -53,6 +53,13 @@ class AbortedError(DomainError):
     reason = "ABORTED"
 
 
+class UnavailableError(DomainError):
+    """A dependency of the call failed in a way that a later call may not (a training process
+    that died): UNAVAILABLE, and whatever served before keeps serving."""
+
+    reason = "UNAVAILABLE"
+
+
 class InternalError(DomainError):
     """A failure that is no fault of the request (a bug, a broken dependency); the server
     renders it as INTERNAL. Used where one unit of a batch fails and the batch goes on."""

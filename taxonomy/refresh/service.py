@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,18 +15,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.versioned import VersionedIndex
-from taxonomy.events.history import is_interest
+from taxonomy.errors import UnavailableError
 from taxonomy.models import Item
 from taxonomy.ports import CATALOG_VERSION_KEY, Store
-from taxonomy.recommendation.collaborative_space import (
-    CollaborativeRetrieval,
-    build_retrieval,
-    train_collaborative,
-)
-from taxonomy.recommendation.model_files import delete_model, save_model
+from taxonomy.recommendation.collaborative_model import CollaborativeModel
+from taxonomy.recommendation.collaborative_space import CollaborativeRetrieval, build_retrieval
+from taxonomy.recommendation.model_files import delete_model, load_model, save_model
 from taxonomy.recommendation.service import Recommender
 from taxonomy.recommendation.spaces import TEXT_SPACE
 from taxonomy.recommendation.training import CollaborativeConfig
+from taxonomy.refresh.worker import TrainingJob, spec_of, train_from_store, train_in_child
 from taxonomy.shared_taxonomy.service import CatalogTaxonomy, TaxonomyBuild
 
 logger = logging.getLogger(__name__)
@@ -66,9 +65,19 @@ class ModelRefresher:
         self._flush = flush
         self._config = config
         self._lock = asyncio.Lock()
+        self._store_spec = spec_of(store)
         self.on_trained: Callable[[int], None] | None = None
-        """Called (in the training thread) with the event count of each newly saved model;
+        """Called (in a worker thread) with the event count of each newly saved model;
         replicas sharing a store publish the model through it."""
+        self.train_in_process = False
+        """Train in a worker thread of this process, as before training moved to a child
+        process (benchmarks compare the two; stores no other process can open always do)."""
+        self.pause_file: Path | None = None
+        """For tests only: the training process pauses before saving (`TrainingJob`)."""
+        self.last_phases: dict[str, float] = {}
+        """Seconds each phase of the last refresh took: train_s (in the child, the parent
+        only waits), index_s (loading the model file, publishing it, the HNSW build: in this
+        process), taxonomy_s, flush_s."""
 
     def _needs_training(self, event_count: int) -> bool:
         """True when training is on, enough events exist, and some arrived since the serving
@@ -82,13 +91,16 @@ class ModelRefresher:
 
     async def refresh_models(self) -> RefreshResult:
         """Retrains the collaborative vectors on every event recorded before the call, swaps
-        them in, and saves every index; returns once all of that is done."""
+        them in, and saves every index; returns once all of that is done. Raises
+        UnavailableError when training failed: the previous model then keeps serving."""
         async with self._lock:
+            phases: dict[str, float] = {}
             event_count = await asyncio.to_thread(self._store.event_count)
             config = self._config.collaborative
             if config is not None and self._needs_training(event_count):
-                retrieval = await asyncio.to_thread(self._train, config)
+                retrieval = await self._train_and_index(config, phases)
                 if retrieval is not None:
+                    # The swap: readers see the old model or the new one, never a mix.
                     self._recommender.collaborative = retrieval
             elif (
                 self._recommender.collaborative is not None
@@ -99,13 +111,78 @@ class ModelRefresher:
                 self._recommender.collaborative = None
                 await asyncio.to_thread(delete_model, self._models_dir)
             if self._taxonomy is not None:
+                started = time.perf_counter()
                 await self._rebuild_taxonomy(self._taxonomy)
+                phases["taxonomy_s"] = time.perf_counter() - started
+            started = time.perf_counter()
             await self._flush()
+            phases["flush_s"] = time.perf_counter() - started
+            self.last_phases = phases
+            logger.info(
+                "models refreshed: %s",
+                ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items()),
+            )
         return RefreshResult(
             event_count=event_count,
             item_count=len(self._catalog_index.index),
             refresh_time=datetime.now(UTC),
         )
+
+    async def _train_and_index(
+        self, config: CollaborativeConfig, phases: dict[str, float]
+    ) -> CollaborativeRetrieval | None:
+        started = time.perf_counter()
+        if self._store_spec is None or self.train_in_process:
+            trained = await asyncio.to_thread(train_from_store, self._store, config)
+            if trained is not None:
+                await asyncio.to_thread(save_model, self._models_dir, *trained)
+            phases["train_s"] = time.perf_counter() - started
+            started = time.perf_counter()
+        else:
+            job = TrainingJob(
+                self._store_spec,
+                config,
+                str(self._models_dir),
+                str(self.pause_file) if self.pause_file is not None else None,
+            )
+            trained_count = await train_in_child(job)
+            phases["train_s"] = time.perf_counter() - started
+            started = time.perf_counter()
+            trained = None if trained_count is None else await self._load_trained(trained_count)
+        if trained is None:
+            logger.warning("not enough events to train collaborative vectors yet")
+            return None
+        retrieval = await asyncio.to_thread(self._publish_and_index, *trained)
+        phases["index_s"] = time.perf_counter() - started
+        return retrieval
+
+    async def _load_trained(self, event_count: int) -> tuple[CollaborativeModel, int]:
+        loaded = await asyncio.to_thread(load_model, self._models_dir)
+        if loaded is None or loaded[1] != event_count:
+            # Only another writer of this models directory (a second server on the same data
+            # directory) could do that; serving what it wrote would mislabel the model.
+            raise UnavailableError(
+                "the trained model file changed before it was loaded; the previous model "
+                "keeps serving",
+                reason="MODEL_TRAINING_FAILED",
+            )
+        return loaded
+
+    def _publish_and_index(
+        self, model: CollaborativeModel, event_count: int
+    ) -> CollaborativeRetrieval:
+        if self.on_trained is not None:
+            self.on_trained(event_count)
+        live = set(self._catalog_index.index.ids())
+        retrieval = build_retrieval(model, event_count, self._config.hnsw_ef_search, live)
+        # Items upserted after the child's snapshot were placed in the old model only: place
+        # them in the new one too, or they would vanish from the collaborative space until the
+        # next refresh.
+        ids, matrix = self._store.item_vectors(TEXT_SPACE)
+        late = [row for row, item_id in enumerate(ids) if item_id in live]
+        if late:
+            retrieval.place([ids[row] for row in late], matrix[late])
+        return retrieval
 
     async def refresh_if_stale(self) -> bool:
         """Background refresh: retrains only when events arrived since the last training."""
@@ -147,20 +224,3 @@ class ModelRefresher:
             after = page[-1].item_id
         ids, matrix = self._store.item_vectors(TEXT_SPACE)
         return items, {i: matrix[row] for row, i in enumerate(ids) if i in items}
-
-    def _train(self, config: CollaborativeConfig) -> CollaborativeRetrieval | None:
-        # Count and sequences come from one snapshot so the model reflects exactly that count.
-        sequences = [events for _, events in self._store.all_sequences()]
-        event_count = sum(len(events) for events in sequences)
-        # Dislikes and hides are no interest: they train nothing (taxonomy/events/history.py).
-        interest = [[event for event in events if is_interest(event)] for events in sequences]
-        try:
-            model = train_collaborative(interest, config)
-        except ValueError:
-            logger.warning("not enough events to train collaborative vectors yet")
-            return None
-        save_model(self._models_dir, model, event_count)
-        if self.on_trained is not None:
-            self.on_trained(event_count)
-        live = set(self._catalog_index.index.ids())
-        return build_retrieval(model, event_count, self._config.hnsw_ef_search, live)
