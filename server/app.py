@@ -382,9 +382,21 @@ def _embedded_checkpoint(settings: Settings) -> Path:
     return ensure_hf_checkpoint(packaged_gguf_path(), settings.cache_dir or default_cache_dir())
 
 
+def _one_blas_thread() -> None:
+    """A request's math is small products (nodes x dim by dim x 200 candidates) on many
+    request threads at once; OpenBLAS threads on top of those only contend for the cores
+    (measured on 2 loaded cores: such a product took 24 ms with OpenBLAS's 2 threads, 0.3 ms
+    with 1, and Recommend at concurrency 16 spent 60% of its time there). Model training runs
+    in a child process, which sets its own limit (taxonomy/refresh/worker.py)."""
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    threadpool_limits(1, user_api="blas")
+
+
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Runs until SIGINT or SIGTERM, then drains in-flight calls and saves everything."""
     check_exposure(settings)
+    _one_blas_thread()
     runtime = await Runtime.create(settings)
     server, port = await runtime.start_server(f"{settings.host}:{settings.port}")
     logger.info("listening on %s:%d", settings.host, port)

@@ -140,7 +140,14 @@ class InterestEngine:
                 dislike_weight=cfg.dislike_weight,
             ),
         )
-        self.catalog = Catalog(store, embedder, items, write_lock, self.recommender.forget_items)
+        self.catalog = Catalog(
+            store,
+            embedder,
+            items,
+            write_lock,
+            self.recommender.forget_items,
+            self.recommender.place_items,
+        )
         self.refresher = ModelRefresher(
             store,
             self.recommender,

@@ -88,13 +88,7 @@ def node_scores(
     candidates: Sequence[str],
     reranker: Reranker | None,
 ) -> NodeScores:
-    found = present_vectors(index.get_vectors, candidates)
-    kept = list(found)
-    vectors = (
-        np.stack(list(found.values())).astype(np.float64)
-        if found
-        else np.zeros((0, profile.vectors.shape[1]))
-    )
+    kept, vectors = _candidate_vectors(index, candidates, profile.vectors.shape[1])
     fused = profile.coefficients[:, None] * (profile.vectors @ vectors.T)
     exact = np.zeros_like(fused)
     if reranker is not None and reranker.history and kept:
@@ -105,6 +99,22 @@ def node_scores(
         terms = reranker.weights[held, None] * reranker.transitions(history, kept)
         exact = profile.item_shares(history) @ terms
     return NodeScores(kept, fused, exact)
+
+
+def _candidate_vectors(
+    index: VectorIndex, candidates: Sequence[str], dim: int
+) -> tuple[list[str], NDArray[np.float64]]:
+    """The candidates still indexed and their vectors, as one matrix."""
+    if candidates:
+        try:
+            # One gather; row-by-row stacking cost as much as the scoring itself.
+            return list(candidates), index.get_vectors(candidates).astype(np.float64)
+        except KeyError:
+            pass  # a candidate deleted since the query
+    found = present_vectors(index.get_vectors, candidates)
+    if not found:
+        return [], np.zeros((0, dim))
+    return list(found), np.stack(list(found.values())).astype(np.float64)
 
 
 def rank(

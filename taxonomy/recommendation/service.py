@@ -11,6 +11,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
+
 from index.versioned import VersionedIndex
 from taxonomy.errors import FieldViolation, InvalidArgumentError, NotFoundError
 from taxonomy.events.history import event_weight, is_interest, negative_feedback
@@ -27,7 +30,13 @@ from taxonomy.recommendation.profile import build_profile
 from taxonomy.recommendation.reasons import with_evidence, with_titles
 from taxonomy.recommendation.rerank import RerankConfig
 from taxonomy.recommendation.scoring import Recommendation
-from taxonomy.recommendation.similar import SimilarQuery, SimilarResult, describe, nearest_items
+from taxonomy.recommendation.similar import (
+    SimilarQuery,
+    SimilarResult,
+    describe,
+    nearest_items,
+    page_of,
+)
 from taxonomy.recommendation.spaces import VectorSpace, text_space
 from taxonomy.trees.builder import build_data_tree
 from taxonomy.trees.graph import tree_from_graph
@@ -145,6 +154,13 @@ class Recommender:
         if self.collaborative is not None:
             self.collaborative.forget(item_ids)
 
+    def place_items(self, item_ids: Sequence[str], vectors: NDArray[np.float32]) -> None:
+        """Items upserted after training join the serving model's index at once, placed from
+        their text or caller vectors by the model's feature map (items it learned from events
+        keep their learned vector)."""
+        if self.collaborative is not None:
+            self.collaborative.place(item_ids, vectors)
+
     @property
     def collaborative_event_count(self) -> int | None:
         """Events the serving collaborative model was trained on; None before the first."""
@@ -166,24 +182,54 @@ class Recommender:
             for level in range(1, tree.depth + 1)
         ]
 
-    async def _prepare(
+    def _prepared_now(
         self, user_id: str, include_seen: bool, item_filter: ItemFilter
-    ) -> tuple[InterestTree, list[Event], Pool]:
-        await self._events.require_user(user_id)
-        tree = await self._trees.get_or_build_tree(user_id)
-        events = await self._events.user_events(user_id)
+    ) -> tuple[InterestTree, list[Event], Pool] | None:
+        """Blocking: the user's tree, events and pool when a servable tree is stored (so the
+        user exists and no user-exists query is needed); None when it must be built first."""
+        tree, live = self._trees.live_tree_now(user_id)
+        if tree is None or not live:
+            return None
+        events = self._events.events_now(user_id)
+        return tree, events, self._user_pool(events, include_seen, item_filter)
+
+    def _user_pool(
+        self, events: Sequence[Event], include_seen: bool, item_filter: ItemFilter
+    ) -> Pool:
         exclude = set() if include_seen else {event.item_id for event in events}
         exclude |= item_filter.exclude_items
         # A hidden item never comes back, include_seen or not.
         exclude |= negative_feedback(events).hidden
-        return tree, events, await self._pool(exclude, item_filter)
+        return self._pool_now(exclude, item_filter)
+
+    async def _prepare(
+        self, user_id: str, include_seen: bool, item_filter: ItemFilter
+    ) -> tuple[InterestTree, list[Event], Pool]:
+        ready = await asyncio.to_thread(self._prepared_now, user_id, include_seen, item_filter)
+        if ready is not None:
+            return ready
+        return await self._prepare_slow(user_id, include_seen, item_filter)
+
+    async def _prepare_slow(
+        self, user_id: str, include_seen: bool, item_filter: ItemFilter
+    ) -> tuple[InterestTree, list[Event], Pool]:
+        """No servable tree: NOT_FOUND for an unknown user, else (re)build it."""
+        await self._events.require_user(user_id)
+        tree = await self._trees.get_or_build_tree(user_id)
+        events = await self._events.user_events(user_id)
+        pool = await asyncio.to_thread(self._user_pool, events, include_seen, item_filter)
+        return tree, events, pool
 
     async def _pool(self, exclude: set[str], item_filter: ItemFilter) -> Pool:
+        if not item_filter.categories:
+            return self._pool_now(exclude, item_filter)
+        return await asyncio.to_thread(self._pool_now, exclude, item_filter)
+
+    def _pool_now(self, exclude: set[str], item_filter: ItemFilter) -> Pool:
+        """Blocking when the filter names categories (a store query)."""
         allowed: set[str] | None = None
         if item_filter.categories:
-            allowed = await asyncio.to_thread(
-                self._store.item_ids_in_categories, item_filter.categories
-            )
+            allowed = self._store.item_ids_in_categories(item_filter.categories)
         if item_filter.candidate_items is not None:
             wanted = set(item_filter.candidate_items)
             allowed = wanted if allowed is None else allowed & wanted
@@ -192,11 +238,23 @@ class Recommender:
     async def recommend(self, query: RecommendQuery) -> RecommendResult:
         if not query.user_id:
             return await self._recommend_session(query)
+
+        def fast() -> RecommendResult | None:
+            # One thread hop for the common case: store reads, vector math and titles.
+            ready = self._prepared_now(query.user_id, query.include_seen, query.item_filter)
+            if ready is None:
+                return None
+            tree, events, pool = ready
+            return self._recommend_now(tree, events, pool, query)
+
+        done = await asyncio.to_thread(fast)
+        if done is not None:
+            return done
         if query.allow_fallback and not await asyncio.to_thread(
             self._store.user_exists, query.user_id
         ):
             return await self._fallback(query)
-        tree, events, pool = await self._prepare(
+        tree, events, pool = await self._prepare_slow(
             query.user_id, query.include_seen, query.item_filter
         )
         return await self._recommend_from(tree, events, pool, query)
@@ -278,20 +336,22 @@ class Recommender:
     async def _recommend_from(
         self, tree: InterestTree, events: Sequence[Event], pool: Pool, query: RecommendQuery
     ) -> RecommendResult:
+        return await asyncio.to_thread(self._recommend_now, tree, events, pool, query)
+
+    def _recommend_now(
+        self, tree: InterestTree, events: Sequence[Event], pool: Pool, query: RecommendQuery
+    ) -> RecommendResult:
+        """Blocking: the flat list, titled."""
         weights = self.level_weights(tree.depth, query.level_weights)
         if sum(weights) <= 0:
             # Requested weights may cover only levels this tree lacks; a known user still gets
             # recommendations, and the response says which weights were applied.
             weights = self.level_weights(tree.depth, None)
-
-        def run() -> list[Recommendation]:
-            user = self._user_query(tree, weights, events)
-            if user is None:
-                return []
-            listed = flat_list(user, query.page_size, pool, query.interest_quota)
-            return with_evidence(listed, user.space.index)
-
-        recommendations = await self._titled(await asyncio.to_thread(run))
+        user = self._user_query(tree, weights, events)
+        if user is None:
+            return RecommendResult([], tree.revision, weights)
+        listed = flat_list(user, query.page_size, pool, query.interest_quota)
+        recommendations = self._titled_now(with_evidence(listed, user.space.index))
         return RecommendResult(recommendations, tree.revision, weights)
 
     async def recommend_by_interest(self, query: InterestSlatesQuery) -> SlatesResult:
@@ -335,25 +395,29 @@ class Recommender:
         def run() -> tuple[list[tuple[str, float]], str]:
             collaborative = self.collaborative
             if collaborative is not None and self._config.retrieval != "text":
-                scored = nearest_items(collaborative.space, query.item_id, query.page_size, pool)
+                scored = nearest_items(collaborative.space, query.item_id, query.search_size, pool)
                 if scored:
                     return scored, collaborative.space.name
             space = text_space(self._catalog_index.index)
-            return nearest_items(space, query.item_id, query.page_size, pool), space.name
+            return nearest_items(space, query.item_id, query.search_size, pool), space.name
 
         scored, space = await asyncio.to_thread(run)
+        scored, next_offset = page_of(query, scored)
         items = await asyncio.to_thread(self._store.get_items, [i for i, _ in scored])
-        return SimilarResult(describe(source, scored, items, space), space)
+        return SimilarResult(describe(source, scored, items, space), space, next_offset)
 
     async def _titled(self, recommendations: Sequence[Recommendation]) -> list[Recommendation]:
-        """Reasons that name the items they cite by title (taxonomy/recommendation/reasons.py)."""
+        if not any(rec.because for rec in recommendations):
+            return list(recommendations)
+        return await asyncio.to_thread(self._titled_now, recommendations)
+
+    def _titled_now(self, recommendations: Sequence[Recommendation]) -> list[Recommendation]:
+        """Blocking: reasons that name the items they cite by title
+        (taxonomy/recommendation/reasons.py)."""
         cited = sorted({item for rec in recommendations for item in rec.because})
         if not cited:
             return list(recommendations)
-        items = await asyncio.to_thread(self._store.get_items, cited)
-        return with_titles(
-            recommendations, {item_id: item.title for item_id, item in items.items()}
-        )
+        return with_titles(recommendations, self._store.item_titles(cited))
 
     def _user_query(
         self, tree: InterestTree, weights: Sequence[float], events: Sequence[Event]

@@ -229,6 +229,17 @@ class PostgresStore:
             ).fetchall()
         return {item.item_id: item for item in map(_decode_item, rows) if item is not None}
 
+    def item_titles(self, item_ids: Sequence[str]) -> dict[str, str]:
+        """Titles of the items that exist: what a reason names, without decoding whole items."""
+        unique = list(dict.fromkeys(item_ids))
+        if not unique:
+            return {}
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT item_id, title FROM items WHERE item_id = ANY(%s)", (unique,)
+            ).fetchall()
+        return {str(item_id): str(title) for item_id, title in rows}
+
     def list_items(self, after_item_id: str, limit: int) -> list[Item]:
         with self._transaction() as conn:
             rows = conn.execute(
@@ -345,6 +356,16 @@ class PostgresStore:
             ).fetchall()
         return decode_events([_as_event_row(row) for row in rows])
 
+    def user_event_stamp(self, user_id: str) -> tuple[int, int]:
+        """(how many events, the highest seq) of a user. Seqs may commit out of order, but a
+        late commit still raises the count, so an unchanged stamp means unchanged events."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events WHERE user_id = %s",
+                (user_id,),
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     def event_count(self) -> int:
         with self._transaction() as conn:
             row = conn.execute("SELECT COUNT(*) FROM events").fetchone()
@@ -442,6 +463,16 @@ class PostgresStore:
                 (user_id,),
             ).fetchone()
         return InterestTree.model_validate_json(row[0]) if row else None
+
+    def latest_tree_json(self, user_id: str) -> str | None:
+        """The latest revision as stored, unparsed: callers that keep the parsed tree compare
+        it (a revision number alone repeats after DeleteUser)."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT tree FROM trees WHERE user_id = %s ORDER BY revision DESC LIMIT 1",
+                (user_id,),
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def tree_revisions(
         self, user_id: str, before_revision: int, limit: int

@@ -46,6 +46,8 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        """The database file; another process (model training) opens it again from this."""
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -147,6 +149,21 @@ class SqliteStore:
             self._bump(conn, CATALOG_VERSION_KEY)
         return deleted
 
+    def item_titles(self, item_ids: Sequence[str]) -> dict[str, str]:
+        """Titles of the items that exist: what a reason names, without decoding whole items."""
+        unique = list(dict.fromkeys(item_ids))
+        found: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    self._conn.execute(
+                        f"SELECT item_id, title FROM items WHERE item_id IN ({marks})", chunk
+                    ).fetchall()
+                )
+        return found
+
     def item_ids_in_categories(self, prefixes: Sequence[Sequence[str]]) -> set[str]:
         """Items whose category path starts with one of `prefixes`. Paths are stored as JSON
         arrays written by `json.dumps`, so a prefix is a prefix of that text up to an element
@@ -207,6 +224,15 @@ class SqliteStore:
                 (user_id,),
             ).fetchall()
         return decode_events(rows)
+
+    def user_event_stamp(self, user_id: str) -> tuple[int, int]:
+        """(how many events, the highest seq) of a user: events are only appended or deleted
+        with their user, so an unchanged stamp means unchanged events."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        return int(row[0]), int(row[1])
 
     def event_count(self) -> int:
         with self._lock:
@@ -300,6 +326,16 @@ class SqliteStore:
                 (user_id,),
             ).fetchone()
         return InterestTree.model_validate_json(row[0]) if row else None
+
+    def latest_tree_json(self, user_id: str) -> str | None:
+        """The latest revision as stored, unparsed: callers that keep the parsed tree compare
+        it (a revision number alone repeats after DeleteUser)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT tree FROM trees WHERE user_id = ? ORDER BY revision DESC LIMIT 1",
+                (user_id,),
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def tree_revisions(
         self, user_id: str, before_revision: int, limit: int

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +43,7 @@ from taxonomy.models import (
     TextSource,
     TreeDiff,
 )
-from taxonomy.ports import ChatModel, Embedder, Store
+from taxonomy.ports import CATALOG_VERSION_KEY, ChatModel, Embedder, Store
 from taxonomy.recommendation.spaces import present_vectors
 from taxonomy.shared_taxonomy.service import SharedTaxonomy
 from taxonomy.trees.builder import BuilderConfig, build_data_tree, project_tree
@@ -51,6 +53,9 @@ from taxonomy.trees.invariants import invariant_violations
 from taxonomy.trees.naming import NamingMode, NamingStats, refine_tree
 
 logger = logging.getLogger(__name__)
+
+TREE_CACHE_USERS = 4096
+"""Users whose parsed latest revision is kept (see `TreeService.live_tree_now`)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,9 @@ class TreeService:
             weakref.WeakValueDictionary()
         )
         self.observers: list[BuildObserver] = []
+        # user -> (the revision as stored, catalog version its items were checked at, parsed).
+        self._cache: OrderedDict[str, tuple[str, int, InterestTree]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def _user_lock(self, user_id: str) -> asyncio.Lock:
         lock = self._user_locks.get(user_id)
@@ -298,17 +306,52 @@ class TreeService:
     async def _latest_live_tree(self, user_id: str) -> InterestTree | None:
         """The latest revision, rebuilt first if it cites an item deleted since: no tree or
         recommendation may cite a deleted item, and its weights must come from what remains."""
-        tree = await asyncio.to_thread(self._store.latest_tree, user_id)
-        if tree is None:
-            return None
-        cited = sorted({item for node in tree.nodes for item in node.evidence_items})
-        live = await asyncio.to_thread(self._store.get_items, cited)
-        if len(live) == len(cited):
+        tree, live = await asyncio.to_thread(self.live_tree_now, user_id)
+        if tree is None or live:
             return tree
-        logger.info(
-            "rebuilding %s's tree: it cites %d deleted item(s)", user_id, len(cited) - len(live)
-        )
         return (await self.build_tree(user_id)).tree
+
+    def live_tree_now(self, user_id: str) -> tuple[InterestTree | None, bool]:
+        """Blocking: the latest revision (None without one) and whether every item it cites
+        still exists (False: it must be rebuilt before it is served).
+
+        Parsing a revision and looking up every cited item cost more than the rest of a
+        Recommend, so the parsed tree is kept and re-checked only when the stored revision
+        or the catalog version (bumped by every item write, deletes included) changed. Both
+        are read from the store each time, so another replica's writes are seen at once."""
+        text = self._store.latest_tree_json(user_id)
+        if text is None:
+            with self._cache_lock:
+                self._cache.pop(user_id, None)
+            return None, True
+        # Read before the items are checked: a delete after the check moves it again.
+        catalog = self._store.version(CATALOG_VERSION_KEY)
+        with self._cache_lock:
+            hit = self._cache.get(user_id)
+            if hit is not None and hit[0] == text:
+                self._cache.move_to_end(user_id)
+                if hit[1] == catalog:
+                    return hit[2], True
+        tree = (
+            hit[2] if hit is not None and hit[0] == text else InterestTree.model_validate_json(text)
+        )
+        cited = sorted({item for node in tree.nodes for item in node.evidence_items})
+        found = self._store.get_items(cited)
+        if len(found) != len(cited):
+            logger.info(
+                "rebuilding %s's tree: it cites %d deleted item(s)",
+                user_id,
+                len(cited) - len(found),
+            )
+            with self._cache_lock:
+                self._cache.pop(user_id, None)
+            return tree, False
+        with self._cache_lock:
+            self._cache[user_id] = (text, catalog, tree)
+            self._cache.move_to_end(user_id)
+            while len(self._cache) > TREE_CACHE_USERS:
+                self._cache.popitem(last=False)
+        return tree, True
 
     async def list_revisions(
         self, user_id: str, before_revision: int | None, limit: int

@@ -271,3 +271,27 @@ def test_exclusions_larger_than_the_rest_fall_back_to_set_ef() -> None:
     assert native.calls.count("set_ef") == 2
     assert index._index.ef == 16
     assert [i for i, _ in answer] == [i for i, _ in index.exact_query(query, 10, exclude=excluded)]
+
+
+def test_exclusions_pass_no_python_filter_to_hnswlib() -> None:
+    # hnswlib calls a filter= back under the GIL for every element it visits, so queries with
+    # one queued on the GIL behind the server's other threads; a few exclusions need none.
+    index = _full_index(n=600)
+    native = index._index
+    filters: list[object] = []
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(native, name)
+
+        def knn_query(self, data: object, k: int, num_threads: int, filter: object = None) -> Any:
+            filters.append(filter)
+            return native.knn_query(data, k=k, num_threads=num_threads, filter=filter)
+
+    index._index = Spy()
+    excluded = {f"item-{i}" for i in range(40)}
+    for query in _vectors(10, seed=8):
+        answer = index.query(query, 10, exclude=excluded)
+        assert len(answer) == 10
+        assert not excluded & {item_id for item_id, _ in answer}
+    assert filters and all(f is None for f in filters)
