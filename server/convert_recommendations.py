@@ -165,7 +165,8 @@ def similar_query(request: recommendation_pb2.ListSimilarItemsRequest) -> Simila
         request.categories, request.exclude_items, request.candidate_items, errors
     )
     errors.raise_if_any("invalid similar-items request")
-    return SimilarQuery(item_id=item_id, page_size=size, item_filter=item_filter)
+    offset = pagination.SIMILAR.decode(request.page_token) or 0
+    return SimilarQuery(item_id=item_id, page_size=size, item_filter=item_filter, offset=offset)
 
 
 def similar_to_proto(result: SimilarResult) -> recommendation_pb2.ListSimilarItemsResponse:
@@ -181,6 +182,9 @@ def similar_to_proto(result: SimilarResult) -> recommendation_pb2.ListSimilarIte
             for similar in result.items
         ],
         space=result.space,
+        next_page_token=(
+            pagination.SIMILAR.encode(result.next_offset) if result.next_offset is not None else ""
+        ),
     )
 
 

@@ -23,23 +23,31 @@ from server.config import Settings
 from server.importer import NAMED, import_rows, to_event, to_item
 
 
-def load_sample() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def load_sample(*, shelf: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The sample catalog and users; with `shelf`, also the items without categories of
+    sample/shelf.json and their reader, which the demo adds so that the catalog taxonomy has
+    clusters for the model to name."""
     folder = resources.files("server") / "sample"
     catalog = json.loads((folder / "catalog.json").read_text())["items"]
     users = json.loads((folder / "users.json").read_text())["users"]
+    if shelf:
+        extra = json.loads((folder / "shelf.json").read_text())
+        catalog, users = catalog + extra["items"], users + extra["users"]
     return catalog, users
 
 
-def sample_rows(start: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def sample_rows(
+    start: datetime, *, shelf: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The sample as import rows (server/importer.py's field names): the catalog, and each
     user's items viewed one a day from `start`."""
-    catalog, users = load_sample()
+    catalog, users = load_sample(shelf=shelf)
     items = [
         {
             "id": entry["item_id"],
             "title": entry["title"],
             "description": entry["description"],
-            "categories": entry["categories"],
+            "categories": entry.get("categories", []),
             "tags": entry["tags"],
         }
         for entry in catalog
@@ -101,7 +109,8 @@ async def run_demo(settings: Settings) -> int:
             recommender = RecommendationServiceStub(channel)
             admin = AdminServiceStub(channel)
             # Loaded the way `interest-tree import` loads a file (server/importer.py).
-            item_rows, event_rows = sample_rows(datetime(2024, 1, 1, tzinfo=UTC))
+            # With the shelf of uncategorised items, whose clusters the model names.
+            item_rows, event_rows = sample_rows(datetime(2024, 1, 1, tzinfo=UTC), shelf=True)
             client = AsyncInterestTreeClient(channel)
             loaded = await import_rows(client, "items", item_rows)
             recorded = await import_rows(client, "events", event_rows)

@@ -71,7 +71,16 @@ HEALTH_KEY = web.AppKey("health", ServiceHealth)
 TENANT_ENGINE_KEY = web.RequestKey("tenant_engine", InterestEngine)
 """The request's tenant engine, which `_authenticate` puts on the request."""
 
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def _response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The security headers and the request id on every response, as it is prepared: also on
+    the Connect routes' responses, which their ASGI applications send before they return."""
+    response.headers.update(SECURITY_HEADERS)
+    if (request_id := request.get(REQUEST_ID_KEY)) is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
 
 
 @web.middleware
@@ -82,6 +91,7 @@ async def _request_context(request: web.Request, handler: Handler) -> web.Stream
     # Still percent-encoded, so that "%0a" cannot start a forged log line.
     path = request.rel_url.raw_path
     token = request_id_var.set(request_id)
+    request[REQUEST_ID_KEY] = request_id
     started = time.perf_counter()
     try:
         try:
@@ -94,8 +104,6 @@ async def _request_context(request: web.Request, handler: Handler) -> web.Stream
             response = web.json_response(
                 {"error": f"internal error; logged under request id {request_id}"}, status=500
             )
-        response.headers.update(SECURITY_HEADERS)
-        response.headers[REQUEST_ID_HEADER] = request_id
         logger.info(
             "http %s %s status=%d",
             request.method,
@@ -166,6 +174,7 @@ def create_http_app(
     service_health: ServiceHealth | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[_request_context, _authenticate])
+    app.on_response_prepare.append(_response_headers)
     app[ENGINE_KEY] = engine
     # Kubernetes' HTTP probes (server/health.py); like the gRPC health, they need no key.
     app.router.add_get("/healthz", _healthz)
@@ -179,7 +188,7 @@ def create_http_app(
         app.router.add_get("/metrics", _metrics)
     if llm is not None:
         app[LLM_KEY] = llm
-    # JSON over HTTP: the four services as Connect unary routes (server/connect.py), gated
+    # JSON over HTTP: the four services over the Connect protocol (server/connect.py), gated
     # per method exactly as on the gRPC port.
     ConnectRoutes(engine, gate, metrics.observe_rpc if metrics is not None else None).add_to(app)
     app.router.add_get("/", _index)

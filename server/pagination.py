@@ -125,3 +125,5 @@ REVISIONS = PageSpec("revisions", int, default_size=20, max_size=100)
 """ListInterestTreeRevisions: newest first; the key is the last (oldest) revision shown."""
 TAXONOMY = PageSpec("taxonomy", int, default_size=100, max_size=1000)
 """ListTaxonomyNodes: the key is the position of the next node."""
+SIMILAR = PageSpec("similar", int, default_size=10, max_size=100)
+"""ListSimilarItems: most similar first; the key is the position of the next item."""

@@ -20,6 +20,9 @@ from taxonomy.recommendation.candidates import ItemFilter, Pool, nearest
 from taxonomy.recommendation.spaces import TEXT_SPACE, VectorSpace, present_vectors
 
 MAX_TAGS_NAMED = 3
+MAX_SIMILAR_DEPTH = 1000
+"""Paging lists at most this many similar items in all: each page searches offset + size + 1
+nearest neighbours, so the depth bounds a page's cost."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,14 @@ class SimilarQuery:
     item_id: str
     page_size: int
     item_filter: ItemFilter = field(default_factory=ItemFilter)
+    offset: int = 0
+    """Where the page starts in the list, most similar first (the page token's position)."""
+
+    @property
+    def search_size(self) -> int:
+        """Neighbours to search for the page and one more, which says whether another page
+        exists: offset + page_size + 1, within MAX_SIMILAR_DEPTH + 1."""
+        return min(self.offset + self.page_size, MAX_SIMILAR_DEPTH) + 1
 
 
 @dataclass(frozen=True)
@@ -43,13 +54,26 @@ class SimilarResult:
     items: list[SimilarItem]
     space: str
     """"collaborative" or "text"."""
+    next_offset: int | None = None
+    """Where the next page starts; None on the last page."""
+
+
+def page_of(
+    query: SimilarQuery, scored: Sequence[tuple[str, float]]
+) -> tuple[list[tuple[str, float]], int | None]:
+    """The query's page of the scored list (best first, as nearest_items orders it) and the
+    offset of the next page, None when this is the last (or MAX_SIMILAR_DEPTH is reached)."""
+    end = min(query.offset + query.page_size, MAX_SIMILAR_DEPTH)
+    page = list(scored[query.offset : end])
+    return page, (end if len(scored) > end and end < MAX_SIMILAR_DEPTH else None)
 
 
 def nearest_items(
     space: VectorSpace, item_id: str, page_size: int, pool: Pool
 ) -> list[tuple[str, float]]:
-    """(item, similarity) of the page_size items nearest to `item_id` in `space`, best first;
-    empty when the space has no vector for it."""
+    """(item, similarity) of the page_size items nearest to `item_id` in `space`, best first
+    (ties by item id, so that pages of a longer list follow one order); empty when the space
+    has no vector for it."""
     found = present_vectors(space.index.get_vectors, [item_id])
     if item_id not in found:
         return []
@@ -57,7 +81,7 @@ def nearest_items(
     candidates = nearest(space.index, query, page_size, pool.without([item_id]))
     vectors = present_vectors(space.index.get_vectors, candidates)
     scored = [(i, float(vectors[i].astype(np.float64) @ query)) for i in candidates if i in vectors]
-    scored.sort(key=lambda pair: -pair[1])
+    scored.sort(key=lambda pair: (-pair[1], pair[0]))
     return scored
 
 

@@ -1,6 +1,7 @@
-"""The four services as Connect JSON routes on the HTTP port (server/connect.py), called with
-the real `curl` against a real server: the README's examples as written, the Connect error
-JSON with its details, and the auth gate (keys, roles, tenants) as on the gRPC port."""
+"""The four services over the Connect protocol on the HTTP port (server/connect.py, served by
+the `connectrpc` package), called with the real `curl` against a real server: the README's
+examples as written, the Connect error JSON with its details, a server-streaming call in
+Connect's envelopes, and the auth gate (keys, roles, tenants) as on the gRPC port."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import base64
 import json
 import re
 import shlex
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import message
 from google.rpc import error_details_pb2
+
+from server.convert import largest_request_bytes
 
 from ..conftest import data_only_settings
 from ..http_server import ServerWithHttp, start_server_with_http
@@ -26,16 +31,22 @@ README_URL = "http://localhost:8080"
 CATALOG = "/interesttree.v1.CatalogService"
 
 
-async def curl(args: list[str]) -> tuple[int, Any]:
+async def curl_raw(args: list[str]) -> tuple[int, bytes]:
     """Runs curl (never in the event loop's thread: the server answers on this loop); the HTTP
-    status and the JSON body."""
+    status and the body."""
     process = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "-w", "\n%{http_code}", *args, stdout=asyncio.subprocess.PIPE
+        "curl", "-sS", "-m", "60", "-w", "\n%{http_code}", *args, stdout=asyncio.subprocess.PIPE
     )
     out, _ = await process.communicate()
     assert process.returncode == 0, out
-    body, _, status = out.decode().rpartition("\n")
-    return int(status), json.loads(body)
+    body, _, status = out.rpartition(b"\n")
+    return int(status), body
+
+
+async def curl(args: list[str]) -> tuple[int, Any]:
+    """curl_raw, the body as JSON (None for an empty one)."""
+    status, body = await curl_raw(args)
+    return status, json.loads(body) if body else None
 
 
 async def post(
@@ -65,21 +76,42 @@ def readme_commands() -> list[list[str]]:
     return [shlex.split(command) for command in merged]
 
 
+def detail(error: dict[str, Any], kind: type[message.Message]) -> Any:
+    """The error's detail of a type, decoded from its `value` (unpadded base64, as Connect
+    sends it), or None."""
+    for packed in error.get("details", []):
+        if packed["type"] == kind.DESCRIPTOR.full_name:
+            value = packed["value"]
+            assert not value.endswith("=")
+            return kind.FromString(base64.b64decode(value + "=" * (-len(value) % 4)))
+    return None
+
+
 def violations(error: dict[str, Any]) -> list[tuple[str, str]]:
-    for detail in error.get("details", []):
-        if detail["type"] == "google.rpc.BadRequest":
-            value = detail["value"]
-            decoded = error_details_pb2.BadRequest.FromString(
-                base64.b64decode(value + "=" * (-len(value) % 4))
-            )
-            return [(v.field, v.description) for v in decoded.field_violations]
-    return []
+    decoded = detail(error, error_details_pb2.BadRequest)
+    return [(v.field, v.description) for v in decoded.field_violations] if decoded else []
 
 
 def reason(error: dict[str, Any]) -> str:
-    return next(
-        str(d["debug"]["reason"]) for d in error["details"] if d["type"] == "google.rpc.ErrorInfo"
-    )
+    info = detail(error, error_details_pb2.ErrorInfo)
+    assert info is not None, error
+    return str(info.reason)
+
+
+def envelope(body: dict[str, Any]) -> bytes:
+    """One message of Connect's streaming protocol: flags 0, the length, the JSON."""
+    data = json.dumps(body).encode()
+    return struct.pack(">BI", 0, len(data)) + data
+
+
+def unenvelope(stream: bytes) -> list[tuple[int, Any]]:
+    """The messages of a Connect stream: (flags, JSON); flags 2 is the end-of-stream message."""
+    messages = []
+    while stream:
+        flags, size = struct.unpack(">BI", stream[:5])
+        messages.append((flags, json.loads(stream[5 : 5 + size])))
+        stream = stream[5 + size :]
+    return messages
 
 
 @pytest.fixture
@@ -140,27 +172,56 @@ async def test_the_readme_examples_run_as_written(served: ServerWithHttp) -> Non
     assert scraped[1]["tree"]["revision"] == 1
 
 
-async def test_bad_bodies_and_methods_get_connect_errors(served: ServerWithHttp) -> None:
+async def test_bad_bodies_and_methods_get_connect_errors(
+    served: ServerWithHttp, tmp_path: Path
+) -> None:
     status, error = await post(served.base_url, f"{CATALOG}/GetItem", {"nme": "items/a"})
     assert (status, error["code"], reason(error)) == (400, "invalid_argument", "MALFORMED_REQUEST")
     assert [field for field, _ in violations(error)] == ["body"]
 
+    # curl's default form content type is no Connect codec: HTTP 415, as the protocol has it.
     status, error = await curl(
         ["-X", "POST", f"{served.base_url}{CATALOG}/GetItem", "-d", '{"name": "items/a"}']
     )
-    assert (status, error["code"], reason(error)) == (
-        400,
-        "invalid_argument",
-        "UNSUPPORTED_CONTENT_TYPE",
-    )
+    assert (status, error) == (415, None)
 
     status, error = await post(served.base_url, f"{CATALOG}/GetItem", {"name": "items/nope"})
     assert (status, error["code"], reason(error)) == (404, "not_found", "ITEM_NOT_FOUND")
 
+    # A server-streaming method wants Connect's streaming content type, not unary JSON.
     status, error = await post(
         served.base_url, "/interesttree.v1.InterestService/BatchBuildInterestTrees", {}
     )
-    assert (status, error["code"]) == (501, "unimplemented")
+    assert (status, error) == (415, None)
+
+    # A body over the largest request the caps allow is refused before it is all read.
+    huge = tmp_path / "huge.json"
+    huge.write_bytes(
+        b'{"name": "items/a"'
+        + b" " * largest_request_bytes(served.running.runtime.engine.embedder.dim)
+        + b"}"
+    )
+    status, error = await curl(
+        [
+            *["-X", "POST", f"{served.base_url}{CATALOG}/GetItem"],
+            *["-H", "Content-Type: application/json", "--data-binary", f"@{huge}"],
+        ]
+    )
+    assert (status, error["code"]) == (429, "resource_exhausted")
+
+    # The HTTP port's headers are on the Connect answers too: the request id echoed back.
+    head = tmp_path / "headers.txt"
+    status, _ = await curl(
+        [
+            *["-X", "POST", f"{served.base_url}{CATALOG}/GetItem", "-D", str(head)],
+            *["-H", "Content-Type: application/json", "-H", "X-Request-Id: connect-1"],
+            *["-d", '{"name": "items/nope"}'],
+        ]
+    )
+    headers = head.read_text().lower()
+    assert status == 404
+    assert "x-request-id: connect-1" in headers
+    assert "x-content-type-options: nosniff" in headers
 
     # Counted as RPCs, as gRPC calls are.
     process = await asyncio.create_subprocess_exec(
@@ -169,8 +230,64 @@ async def test_bad_bodies_and_methods_get_connect_errors(served: ServerWithHttp)
     metrics, _ = await process.communicate()
     assert (
         'interesttree_rpc_duration_seconds_count{code="NOT_FOUND",'
-        'method="/interesttree.v1.CatalogService/GetItem"} 1.0'
+        'method="/interesttree.v1.CatalogService/GetItem"} 2.0'
     ) in metrics.decode()
+
+
+async def test_batch_builds_stream_in_connect_envelopes(
+    served: ServerWithHttp, tmp_path: Path
+) -> None:
+    url = served.base_url
+    items = [
+        {"name": f"items/{name}", "title": name.title(), "categories": ["Books", "SF"]}
+        for name in ("dune", "hyperion", "foundation")
+    ]
+    assert (await post(url, f"{CATALOG}/UpsertItems", {"items": items}))[0] == 200
+    events = [
+        {"user": user, "item": "items/dune", "type": "EVENT_TYPE_LIKE", "eventTime": when}
+        for user, when in (
+            ("users/ann", "2024-03-01T10:00:00Z"),
+            ("users/bo", "2024-03-02T10:00:00Z"),
+        )
+    ]
+    path = "/interesttree.v1.InterestService"
+    assert (await post(url, f"{path}/RecordEvents", {"events": events}))[0] == 200
+
+    async def stream(body: dict[str, Any]) -> tuple[int, list[tuple[int, Any]]]:
+        request = tmp_path / "request.bin"
+        request.write_bytes(envelope(body))
+        status, raw = await curl_raw(
+            [
+                "-X",
+                "POST",
+                f"{url}{path}/BatchBuildInterestTrees",
+                "-H",
+                "Content-Type: application/connect+json",
+                "--data-binary",
+                f"@{request}",
+            ]
+        )
+        return status, unenvelope(raw)
+
+    status, messages = await stream({"users": ["users/ann", "users/bo", "users/nobody"]})
+    assert status == 200
+    *results, (end_flags, end) = messages
+    assert (end_flags, end) == (2, {})
+    assert all(flags == 0 for flags, _ in results)
+    by_user = {result["user"]: result for _, result in results}
+    assert sorted(by_user) == ["users/ann", "users/bo", "users/nobody"]
+    assert sorted(result["completedCount"] for _, result in results) == [1, 2, 3]
+    assert by_user["users/ann"]["tree"]["name"] == "users/ann/interestTree"
+    assert by_user["users/bo"]["tree"]["nodes"]
+    assert "NOT_FOUND" in by_user["users/nobody"]["error"]
+
+    # A bad request ends the stream with the Connect error (HTTP 200, as streams do).
+    status, messages = await stream({})
+    assert status == 200
+    [(flags, end)] = messages
+    assert flags == 2
+    assert end["error"]["code"] == "invalid_argument"
+    assert [field for field, _ in violations(end["error"])] == ["users"]
 
 
 @pytest.fixture

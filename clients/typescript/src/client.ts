@@ -45,6 +45,7 @@ import {
   type ListSimilarItemsResponse,
   type RecommendByInterestResponse,
   type RecommendResponse,
+  type SimilarItem,
 } from "./gen/interesttree/v1/recommendation_pb.js";
 
 export const REQUEST_ID_HEADER = "x-request-id";
@@ -92,6 +93,14 @@ export interface CallOptions {
   /** Deadline for the whole call, retries included; default: the RPC's documented one. */
   timeoutMs?: number;
   signal?: AbortSignal;
+}
+
+/** The filters of ListSimilarItems, and its page size (0 means 10, at most 100). */
+export interface SimilarItemsOptions {
+  pageSize?: number;
+  categories?: { categories: string[] }[];
+  excludeItems?: string[];
+  candidateItems?: string[];
 }
 
 export interface PageOptions {
@@ -387,20 +396,31 @@ export class InterestTreeClient {
     );
   }
 
-  /** The items most similar to `item` (`items/{id}`), each with a reason naming what it shares. */
+  /** One page of the items most similar to `item` (`items/{id}`), each with a reason naming
+   * what it shares; pass a previous page's `nextPageToken` as `pageToken` for the next. */
   listSimilarItems(
     item: string,
-    request: {
-      pageSize?: number;
-      categories?: { categories: string[] }[];
-      excludeItems?: string[];
-      candidateItems?: string[];
-    } = {},
+    request: SimilarItemsOptions & { pageToken?: string } = {},
     options?: CallOptions,
   ): Promise<ListSimilarItemsResponse> {
     return this.call("ListSimilarItems", options, true, (raw) =>
       this.recommender.listSimilarItems({ item, ...request }, raw),
     );
+  }
+
+  /** The items most similar to `item`, most similar first (1,000 at most), fetching pages as
+   * needed (`timeoutMs` is per page). */
+  async *iterSimilarItems(
+    item: string,
+    request: SimilarItemsOptions = {},
+    options?: CallOptions,
+  ): AsyncGenerator<SimilarItem> {
+    let pageToken = "";
+    do {
+      const response = await this.listSimilarItems(item, { ...request, pageToken }, options);
+      yield* response.similarItems;
+      pageToken = response.nextPageToken;
+    } while (pageToken);
   }
 
   // AdminService ---------------------------------------------------------------------------

@@ -843,17 +843,28 @@ class _Client(Generic[C]):
         categories: Iterable[Sequence[str]] = (),
         exclude_items: Iterable[str] = (),
         candidate_items: Iterable[str] = (),
+        page_token: str = "",
         timeout: float | None = None,
     ) -> recommendation_pb2.ListSimilarItemsRequest:
-        """The items most similar to `item` (`items/{id}`), most similar first, each with a
-        reason naming what it shares with it (category path, tags)."""
+        """One page of the items most similar to `item` (`items/{id}`), most similar first,
+        each with a reason naming what it shares with it (category path, tags): `page_size`
+        of them (0 means 10, at most 100) from `page_token`, a previous page's
+        `next_page_token` (empty for the first page); 1,000 at most in all."""
         return recommendation_pb2.ListSimilarItemsRequest(
             item=item,
             page_size=page_size,
             categories=[recommendation_pb2.CategoryPath(categories=list(p)) for p in categories],
             exclude_items=list(exclude_items),
             candidate_items=list(candidate_items),
+            page_token=page_token,
         )
+
+    iter_similar_items = paged(
+        list_similar_items,
+        lambda page: page.similar_items,
+        "The items most similar to `item`, most similar first (1,000 at most), fetching pages"
+        " as needed (`timeout` is per page).",
+    )
 
     # AdminService ---------------------------------------------------------------------------
 

@@ -393,10 +393,15 @@ class ListSimilarItemsRequest(_message.Message):
     CATEGORIES_FIELD_NUMBER: _builtins.int
     EXCLUDE_ITEMS_FIELD_NUMBER: _builtins.int
     CANDIDATE_ITEMS_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     item: _builtins.str
     """Required. The item, `items/{item_id}`; it must exist in the catalog."""
     page_size: _builtins.int
     """Number of items to return, 0 means 10; at most 100. Negative values are invalid."""
+    page_token: _builtins.str
+    """Token from a previous ListSimilarItemsResponse.next_page_token; empty for the first page.
+    The other fields must be those of the request that returned the token.
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryPath]:
         """Optional: only items whose category path starts with one of these prefixes. At most 100."""
@@ -419,10 +424,11 @@ class ListSimilarItemsRequest(_message.Message):
         categories: _abc.Iterable[Global___CategoryPath] | None = ...,
         exclude_items: _abc.Iterable[_builtins.str] | None = ...,
         candidate_items: _abc.Iterable[_builtins.str] | None = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_items", b"candidate_items", "categories", b"categories", "exclude_items", b"exclude_items", "item", b"item", "page_size", b"page_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_items", b"candidate_items", "categories", b"categories", "exclude_items", b"exclude_items", "item", b"item", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -480,8 +486,14 @@ class ListSimilarItemsResponse(_message.Message):
 
     SIMILAR_ITEMS_FIELD_NUMBER: _builtins.int
     SPACE_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     space: _builtins.str
     """The vector space compared in: "collaborative" or "text"."""
+    next_page_token: _builtins.str
+    """Token of the next page, empty on the last page (at most 1,000 items are listed in all).
+    Pages follow one order (score, then item name) as long as the catalog and models stay
+    the same, so paging lists no item twice.
+    """
     @_builtins.property
     def similar_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimilarItem]:
         """Similar items, most similar first; never the requested item itself."""
@@ -491,10 +503,11 @@ class ListSimilarItemsResponse(_message.Message):
         *,
         similar_items: _abc.Iterable[Global___SimilarItem] | None = ...,
         space: _builtins.str = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["similar_items", b"similar_items", "space", b"space"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "similar_items", b"similar_items", "space", b"space"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -78,7 +78,8 @@ class RecommendationServiceServicer(object):
     def ListSimilarItems(self, request, context):
         """Lists the items most similar to one item, most similar first, each with a reason naming
         what it shares with the item: the category path and tags both have, else how they are
-        close (the same users' histories, or their text). One page: there is no page token.
+        close (the same users' histories, or their text), one page at a time (page_token), the
+        first 1,000 at most.
         Similarity is the inner product of the items' collaborative vectors once trained (when
         the item has one), else of their text or caller vectors. Default deadline: 10 s.
         """

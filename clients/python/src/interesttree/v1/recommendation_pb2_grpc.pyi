@@ -47,7 +47,8 @@ class RecommendationServiceStub:
     ListSimilarItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.ListSimilarItemsRequest, _recommendation_pb2.ListSimilarItemsResponse]
     """Lists the items most similar to one item, most similar first, each with a reason naming
     what it shares with the item: the category path and tags both have, else how they are
-    close (the same users' histories, or their text). One page: there is no page token.
+    close (the same users' histories, or their text), one page at a time (page_token), the
+    first 1,000 at most.
     Similarity is the inner product of the items' collaborative vectors once trained (when
     the item has one), else of their text or caller vectors. Default deadline: 10 s.
     """
@@ -71,7 +72,8 @@ class RecommendationServiceAsyncStub(RecommendationServiceStub):
     ListSimilarItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.ListSimilarItemsRequest, _recommendation_pb2.ListSimilarItemsResponse]  # type: ignore[assignment]
     """Lists the items most similar to one item, most similar first, each with a reason naming
     what it shares with the item: the category path and tags both have, else how they are
-    close (the same users' histories, or their text). One page: there is no page token.
+    close (the same users' histories, or their text), one page at a time (page_token), the
+    first 1,000 at most.
     Similarity is the inner product of the items' collaborative vectors once trained (when
     the item has one), else of their text or caller vectors. Default deadline: 10 s.
     """
@@ -110,7 +112,8 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_recommendation_pb2.ListSimilarItemsResponse, _abc.Awaitable[_recommendation_pb2.ListSimilarItemsResponse]]:
         """Lists the items most similar to one item, most similar first, each with a reason naming
         what it shares with the item: the category path and tags both have, else how they are
-        close (the same users' histories, or their text). One page: there is no page token.
+        close (the same users' histories, or their text), one page at a time (page_token), the
+        first 1,000 at most.
         Similarity is the inner product of the items' collaborative vectors once trained (when
         the item has one), else of their text or caller vectors. Default deadline: 10 s.
         """
