@@ -14,7 +14,7 @@ import pytest
 
 from taxonomy.engine import InterestEngine
 from taxonomy.errors import UnavailableError
-from taxonomy.models import Event
+from taxonomy.models import Event, Item
 from taxonomy.recommendation.model_files import MODEL_FILE
 from taxonomy.recommendation.service import RecommendQuery
 from taxonomy.refresh.worker import StoreSpec
@@ -141,4 +141,28 @@ async def test_a_cancelled_refresh_kills_its_training(tmp_path: Path) -> None:
     (tmp_path / "pause").unlink()
     assert engine.recommender.collaborative is serving
     assert (tmp_path / "models" / MODEL_FILE).read_bytes() == saved
+    await engine.close()
+
+
+async def test_an_item_upserted_while_the_child_trains_is_placed_in_the_new_model(
+    tmp_path: Path,
+) -> None:
+    engine = await trained_engine(tmp_path)
+    await engine.events.record_events(walk_events(sequences(50, seed=9), prefix="late"), None)
+    engine.refresher.pause_file = tmp_path / "pause"
+    refresh = asyncio.create_task(engine.refresher.refresh_models())
+    await paused_child(tmp_path / "pause", refresh)
+    # The child's snapshot is taken: this item reaches only the old model, by placement.
+    await engine.catalog.upsert_items(
+        [Item(item_id="folk-new", title="Folk album new", categories=["Music", "Folk"])]
+    )
+    old = engine.recommender.collaborative
+    assert old is not None and "folk-new" in old.space.index
+    (tmp_path / "pause").unlink()
+    await refresh
+
+    swapped = engine.recommender.collaborative
+    assert swapped is not None and swapped is not old
+    assert swapped.model.index_of("folk-new") is None  # not in the child's snapshot
+    assert "folk-new" in swapped.space.index
     await engine.close()
