@@ -71,6 +71,12 @@ class Store(Protocol):
         """Users with at least one recorded event."""
         ...
 
+    def search_user_ids(self, search: str, offset: int, limit: int) -> tuple[list[str], int]:
+        """Up to `limit` ids, after skipping `offset`, of the users with events whose id
+        contains `search` (lowercase; ids compare ASCII case-folded), in id order; and how
+        many ids match in all."""
+        ...
+
     def all_sequences(self) -> Iterator[tuple[str, list[Event]]]: ...
     def save_tree(
         self,
@@ -84,6 +90,17 @@ class Store(Protocol):
     def tree_revisions(
         self, user_id: str, before_revision: int, limit: int
     ) -> list[tuple[InterestTree, TreeDiff]]: ...
+    def recent_trees(self, limit: int) -> list[InterestTree]:
+        """The latest revision of each of the `limit` users whose latest trees were built
+        last, newest first (equal build times by user id, descending)."""
+        ...
+
+    def citing_users(self, item_id: str, limit: int) -> list[tuple[str, int, list[str]]]:
+        """The first `limit` users, in id order, whose latest tree cites `item_id` as
+        evidence: (user_id, that tree's revision, the labels of its citing nodes in tree
+        order)."""
+        ...
+
     def taxonomy_vectors(self) -> tuple[list[str], NDArray[np.float32]]: ...
     def list_taxonomy(self, offset: int, limit: int) -> list[TaxonomyNode]: ...
     def replace_catalog_taxonomy(self, nodes: Sequence[CatalogTaxonomyNode]) -> None: ...

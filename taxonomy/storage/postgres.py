@@ -50,9 +50,13 @@ from taxonomy.ports import (
 from taxonomy.storage.postgres_migrations import migrate
 from taxonomy.storage.rows import (
     EventRow,
+    citation_rows,
     decode_event,
     decode_events,
+    decode_tree,
     event_micros,
+    group_citations,
+    latest_tree_row,
     stack_vectors,
     to_blob,
 )
@@ -405,6 +409,29 @@ class PostgresStore:
             rows = conn.execute("SELECT DISTINCT user_id FROM events ORDER BY user_id").fetchall()
         return [str(row[0]) for row in rows]
 
+    def search_user_ids(self, search: str, offset: int, limit: int) -> tuple[list[str], int]:
+        """A page of the users with events whose id contains `search` (ASCII case folded:
+        ids are ASCII), in id order, and how many match. The distinct ids are walked on
+        `events_by_user` one seek per user (a loose index scan), not one row per event."""
+        needle = search.lower()
+        walk = (
+            "WITH RECURSIVE users(user_id) AS ("
+            "(SELECT user_id FROM events ORDER BY user_id LIMIT 1) UNION ALL "
+            "SELECT (SELECT e.user_id FROM events e WHERE e.user_id > u.user_id "
+            "ORDER BY e.user_id LIMIT 1) FROM users u WHERE u.user_id IS NOT NULL) "
+        )
+        matching = "FROM users WHERE user_id IS NOT NULL AND strpos(lower(user_id), %s) > 0"
+        with self._transaction() as conn:
+            rows = conn.execute(
+                f"{walk} SELECT user_id, COUNT(*) OVER () {matching} "
+                "ORDER BY user_id LIMIT %s OFFSET %s",
+                (needle, max(limit, 0), max(offset, 0)),
+            ).fetchall()
+            if rows:
+                return [str(row[0]) for row in rows], int(rows[0][1])
+            row = conn.execute(f"{walk} SELECT COUNT(*) {matching}", (needle,)).fetchone()
+        return [], int(row[0]) if row else 0
+
     # Trees ---------------------------------------------------------------------------------
 
     def save_tree(
@@ -432,6 +459,21 @@ class PostgresStore:
                     "concurrent build; read it, or build again",
                     reason=REVISION_CONFLICT_REASON,
                 ) from error
+            latest = conn.execute(
+                "INSERT INTO latest_trees (user_id, revision, create_us) VALUES (%s, %s, %s) "
+                "ON CONFLICT (user_id) DO UPDATE SET revision = excluded.revision, "
+                "create_us = excluded.create_us WHERE excluded.revision > latest_trees.revision",
+                latest_tree_row(tree),
+            ).rowcount
+            if latest > 0:
+                conn.execute("DELETE FROM tree_citations WHERE user_id = %s", (tree.user_id,))
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO tree_citations "
+                        "(item_id, user_id, position, revision, label) "
+                        "VALUES (%s, %s, %s, %s, %s)",
+                        citation_rows(tree),
+                    )
             with conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO taxonomy_nodes (taxonomy_id, label, aliases, vector) "
@@ -473,6 +515,31 @@ class PostgresStore:
                 (user_id,),
             ).fetchone()
         return str(row[0]) if row else None
+
+    def recent_trees(self, limit: int) -> list[InterestTree]:
+        """The latest revision of the `limit` users whose trees were built last, newest first
+        (ties by user id, descending), read through `latest_trees_by_time`."""
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT t.user_id, t.tree FROM latest_trees l JOIN trees t "
+                "ON t.user_id = l.user_id AND t.revision = l.revision "
+                "ORDER BY l.create_us DESC, l.user_id DESC LIMIT %s",
+                (max(limit, 0),),
+            ).fetchall()
+        trees = (decode_tree(str(user_id), str(text)) for user_id, text in rows)
+        return [tree for tree in trees if tree is not None]
+
+    def citing_users(self, item_id: str, limit: int) -> list[tuple[str, int, list[str]]]:
+        """The first `limit` users, in id order, whose latest tree cites `item_id` as
+        evidence: (user_id, revision, labels of the citing nodes in tree order)."""
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT user_id, revision, label FROM tree_citations WHERE item_id = %s "
+                "AND user_id IN (SELECT DISTINCT user_id FROM tree_citations "
+                "WHERE item_id = %s ORDER BY user_id LIMIT %s) ORDER BY user_id, position",
+                (item_id, item_id, max(limit, 0)),
+            ).fetchall()
+        return group_citations(rows)
 
     def tree_revisions(
         self, user_id: str, before_revision: int, limit: int
@@ -546,10 +613,14 @@ class PostgresStore:
             events = conn.execute("DELETE FROM events WHERE user_id = %s", (user_id,)).rowcount
             revisions = conn.execute("DELETE FROM trees WHERE user_id = %s", (user_id,)).rowcount
             conn.execute("DELETE FROM tree_node_taxonomy WHERE user_id = %s", (user_id,))
+            conn.execute("DELETE FROM latest_trees WHERE user_id = %s", (user_id,))
+            conn.execute("DELETE FROM tree_citations WHERE user_id = %s", (user_id,))
         with self._pool.connection() as conn:
             conn.autocommit = True
             try:
-                conn.execute("VACUUM events, trees, tree_node_taxonomy")
+                conn.execute(
+                    "VACUUM events, trees, tree_node_taxonomy, latest_trees, tree_citations"
+                )
             finally:
                 conn.autocommit = False
         return max(events, 0), max(revisions, 0)

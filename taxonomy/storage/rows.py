@@ -20,8 +20,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import ValidationError
 
-from taxonomy.models import Event, EventType, Item
+from taxonomy.models import Event, EventType, InterestTree, Item
 
 logger = logging.getLogger("taxonomy.storage.sqlite")
 
@@ -85,6 +86,29 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
+# What the overview reads without parsing every tree: the latest revision of each user's tree
+# with its build time, and the items that revision cites as evidence (one row per citing node,
+# with its label). Both are replaced in the transaction that stores a newer revision, and are
+# created (and filled from the stored trees) by `add_tree_index`, not by SCHEMA, so that a
+# file written by an older version is backfilled once.
+TREE_INDEX_SCHEMA = (
+    """CREATE TABLE latest_trees (
+    user_id TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    create_us INTEGER NOT NULL
+)""",
+    "CREATE INDEX latest_trees_by_time ON latest_trees (create_us, user_id)",
+    """CREATE TABLE tree_citations (
+    item_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    PRIMARY KEY (item_id, user_id, position)
+)""",
+    "CREATE INDEX tree_citations_by_user ON tree_citations (user_id)",
+)
+
 EVENT_COLUMNS = "seq, user_id, item_id, event_type, event_time, event_us, weight"
 EVENT_ORDER = "event_time, event_us, seq"
 ITEM_COLUMNS = "item_id, title, description, categories, tags, update_time"
@@ -101,6 +125,84 @@ def add_missing_columns(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     if "event_us" not in columns:
         conn.execute("ALTER TABLE events ADD COLUMN event_us INTEGER")
+
+
+def add_tree_index(conn: sqlite3.Connection) -> None:
+    """Creates `latest_trees` and `tree_citations` and fills them from the stored trees, in
+    one transaction, when the file does not have them yet (a file of an older version)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'latest_trees'"
+        ).fetchone()
+        if found is None:
+            for statement in TREE_INDEX_SCHEMA:
+                conn.execute(statement)
+            rows = conn.execute(
+                "SELECT t.user_id, t.tree FROM trees t JOIN "
+                "(SELECT user_id, MAX(revision) AS revision FROM trees GROUP BY user_id) m "
+                "ON m.user_id = t.user_id AND m.revision = t.revision"
+            ).fetchall()
+            for user_id, text in rows:
+                tree = decode_tree(user_id, text)
+                if tree is None:
+                    continue
+                conn.execute(
+                    "INSERT INTO latest_trees (user_id, revision, create_us) VALUES (?, ?, ?)",
+                    latest_tree_row(tree),
+                )
+                conn.executemany(
+                    "INSERT INTO tree_citations (item_id, user_id, position, revision, label) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    citation_rows(tree),
+                )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def decode_tree(user_id: str, text: str) -> InterestTree | None:
+    """A stored tree, or None (logged) for one this version cannot read."""
+    try:
+        return InterestTree.model_validate_json(text)
+    except ValidationError as error:
+        logger.error("skipping stored tree of user %r that cannot be read: %s", user_id, error)
+        return None
+
+
+def tree_micros(tree: InterestTree) -> int:
+    """The tree's build time in microseconds since the epoch (a naive time is UTC)."""
+    when = tree.create_time
+    return event_micros(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
+
+
+def latest_tree_row(tree: InterestTree) -> tuple[str, int, int]:
+    """(user_id, revision, create_us) of the `latest_trees` row of a tree."""
+    return tree.user_id, tree.revision, tree_micros(tree)
+
+
+def citation_rows(tree: InterestTree) -> list[tuple[str, str, int, int, str]]:
+    """(item_id, user_id, position, revision, label): one row per node and item it cites,
+    `position` being the node's place in the tree (an item listed twice by a node once)."""
+    return [
+        (item_id, tree.user_id, position, tree.revision, node.label)
+        for position, node in enumerate(tree.nodes)
+        for item_id in dict.fromkeys(node.evidence_items)
+    ]
+
+
+def group_citations(
+    rows: Sequence[tuple[str, int, str]],
+) -> list[tuple[str, int, list[str]]]:
+    """(user_id, revision, label) rows in user order to (user_id, revision, labels)."""
+    grouped: list[tuple[str, int, list[str]]] = []
+    for user_id, revision, label in rows:
+        if grouped and grouped[-1][0] == user_id:
+            grouped[-1][2].append(str(label))
+        else:
+            grouped.append((str(user_id), int(revision), [str(label)]))
+    return grouped
 
 
 def to_blob(vector: NDArray[np.float32]) -> bytes:

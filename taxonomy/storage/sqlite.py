@@ -31,10 +31,15 @@ from taxonomy.storage.rows import (
     ITEM_COLUMNS,
     SCHEMA,
     add_missing_columns,
+    add_tree_index,
+    citation_rows,
     decode_event,
     decode_events,
     decode_item,
+    decode_tree,
     event_columns,
+    group_citations,
+    latest_tree_row,
     stack_vectors,
     timestamp,
     to_blob,
@@ -55,6 +60,7 @@ class SqliteStore:
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.executescript(SCHEMA)
         add_missing_columns(self._conn)
+        add_tree_index(self._conn)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -274,6 +280,29 @@ class SqliteStore:
             ).fetchall()
         return [row[0] for row in rows]
 
+    def search_user_ids(self, search: str, offset: int, limit: int) -> tuple[list[str], int]:
+        """A page of the users with events whose id contains `search` (ASCII case folded:
+        ids are ASCII), in id order, and how many match. The distinct ids are walked on
+        `events_by_user` one seek per user, not one row per event."""
+        needle = search.lower()
+        walk = (
+            "WITH RECURSIVE users(user_id) AS ("
+            "SELECT MIN(user_id) FROM events UNION ALL "
+            "SELECT (SELECT MIN(e.user_id) FROM events e WHERE e.user_id > users.user_id) "
+            "FROM users WHERE users.user_id IS NOT NULL) "
+        )
+        matching = "FROM users WHERE user_id IS NOT NULL AND instr(lower(user_id), ?) > 0"
+        with self._lock:
+            rows = self._conn.execute(
+                f"{walk} SELECT user_id, COUNT(*) OVER () {matching} "
+                "ORDER BY user_id LIMIT ? OFFSET ?",
+                (needle, max(limit, 0), max(offset, 0)),
+            ).fetchall()
+            if rows:
+                return [str(row[0]) for row in rows], int(rows[0][1])
+            row = self._conn.execute(f"{walk} SELECT COUNT(*) {matching}", (needle,)).fetchone()
+        return [], int(row[0])
+
     # Trees ---------------------------------------------------------------------------------
 
     def save_tree(
@@ -292,6 +321,19 @@ class SqliteStore:
                 "INSERT INTO trees (user_id, revision, tree, diff) VALUES (?, ?, ?, ?)",
                 (tree.user_id, tree.revision, tree.model_dump_json(), diff.model_dump_json()),
             )
+            latest = conn.execute(
+                "INSERT INTO latest_trees (user_id, revision, create_us) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id) DO UPDATE SET revision = excluded.revision, "
+                "create_us = excluded.create_us WHERE excluded.revision > latest_trees.revision",
+                latest_tree_row(tree),
+            ).rowcount
+            if latest:
+                conn.execute("DELETE FROM tree_citations WHERE user_id = ?", (tree.user_id,))
+                conn.executemany(
+                    "INSERT INTO tree_citations (item_id, user_id, position, revision, label) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    citation_rows(tree),
+                )
             conn.executemany(
                 "INSERT INTO taxonomy_nodes (taxonomy_id, label, aliases, vector) "
                 "VALUES (?, ?, '[]', ?)",
@@ -336,6 +378,31 @@ class SqliteStore:
                 (user_id,),
             ).fetchone()
         return str(row[0]) if row else None
+
+    def recent_trees(self, limit: int) -> list[InterestTree]:
+        """The latest revision of the `limit` users whose trees were built last, newest first
+        (ties by user id, descending), read through `latest_trees_by_time`."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT t.user_id, t.tree FROM latest_trees l JOIN trees t "
+                "ON t.user_id = l.user_id AND t.revision = l.revision "
+                "ORDER BY l.create_us DESC, l.user_id DESC LIMIT ?",
+                (max(limit, 0),),
+            ).fetchall()
+        trees = (decode_tree(user_id, text) for user_id, text in rows)
+        return [tree for tree in trees if tree is not None]
+
+    def citing_users(self, item_id: str, limit: int) -> list[tuple[str, int, list[str]]]:
+        """The first `limit` users, in id order, whose latest tree cites `item_id` as
+        evidence: (user_id, revision, labels of the citing nodes in tree order)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT user_id, revision, label FROM tree_citations WHERE item_id = ? "
+                "AND user_id IN (SELECT DISTINCT user_id FROM tree_citations "
+                "WHERE item_id = ? ORDER BY user_id LIMIT ?) ORDER BY user_id, position",
+                (item_id, item_id, max(limit, 0)),
+            ).fetchall()
+        return group_citations(rows)
 
     def tree_revisions(
         self, user_id: str, before_revision: int, limit: int
@@ -415,6 +482,8 @@ class SqliteStore:
                         "DELETE FROM trees WHERE user_id = ?", (user_id,)
                     ).rowcount
                     conn.execute("DELETE FROM tree_node_taxonomy WHERE user_id = ?", (user_id,))
+                    conn.execute("DELETE FROM latest_trees WHERE user_id = ?", (user_id,))
+                    conn.execute("DELETE FROM tree_citations WHERE user_id = ?", (user_id,))
             finally:
                 self._conn.execute("PRAGMA secure_delete=OFF")
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from interesttree.v1 import catalog_pb2, interest_pb2
 
 from ..http_server import ServerWithHttp
@@ -47,16 +49,31 @@ async def cited_dracula(served: ServerWithHttp, user: str = "alice") -> list[str
     return [node.label for node in tree.nodes if "items/dracula" in node.evidence_items]
 
 
-async def test_overview_api(reviewed: ServerWithHttp) -> None:
+def no_scans(monkeypatch: pytest.MonkeyPatch, served: ServerWithHttp) -> None:
+    """Fails the test if the overview reads trees or user ids one by one or all at once."""
+    store = served.running.runtime.engine.store
+
+    def scan(*args: Any) -> Any:
+        raise AssertionError("the overview scanned the store")
+
+    for name in ("latest_tree", "latest_tree_json", "user_ids", "tree_revisions"):
+        monkeypatch.setattr(store, name, scan)
+
+
+async def test_overview_api(reviewed: ServerWithHttp, monkeypatch: pytest.MonkeyPatch) -> None:
     interests = reviewed.running.stubs.interests
     await interests.BuildInterestTree(interest_pb2.BuildInterestTreeRequest(user="users/bob"))
+    alice_labels = await cited_dracula(reviewed)
+    bob_labels = await cited_dracula(reviewed, "bob")
+    assert alice_labels and bob_labels
+    items, users, events = await counts(reviewed)
+    no_scans(monkeypatch, reviewed)
     status, body = await get_json(reviewed, "/api/overview")
     assert status == 200
-    items, users, events = await counts(reviewed)
     assert (items, users) == (49, 3)
     assert body["counts"] == {"items": items, "users": users, "events": events}
     assert [(r["user_id"], r["revision"]) for r in body["recent"]] == [("bob", 1), ("alice", 2)]
-    assert body["partial"] is False
+    assert "partial" not in body
 
     status, page = await get_json(reviewed, "/api/user-list?search=A&offset=1&limit=1")
     assert status == 200
@@ -65,15 +82,18 @@ async def test_overview_api(reviewed: ServerWithHttp) -> None:
     assert (first["users"], first["next_offset"]) == (["alice", "bob"], 2)
     _, odd = await get_json(reviewed, "/api/user-list?offset=-5&limit=abc")
     assert (odd["offset"], odd["users"]) == (0, ["alice", "bob", "carol"])
+    _, beyond = await get_json(reviewed, "/api/user-list?offset=99999999999999999999999")
+    assert beyond == {"users": [], "total": 3, "offset": 3, "next_offset": None}
 
     status, citing = await get_json(reviewed, "/api/items/dracula/users")
     assert status == 200
     assert citing["item"] == {"item_id": "dracula", "title": "Dracula", "exists": True}
     # Both alice's and bob's trees cite it; carol has no tree.
     assert citing["users"] == [
-        {"user_id": "alice", "revision": 2, "nodes": await cited_dracula(reviewed)},
-        {"user_id": "bob", "revision": 1, "nodes": await cited_dracula(reviewed, "bob")},
+        {"user_id": "alice", "revision": 2, "nodes": alice_labels},
+        {"user_id": "bob", "revision": 1, "nodes": bob_labels},
     ]
+    assert citing["more"] is False and "partial" not in citing
     _, unknown = await get_json(reviewed, "/api/items/nothing/users")
     assert unknown["item"]["exists"] is False and unknown["users"] == []
     status, bad = await get_json(reviewed, "/api/items/no%20such/users")
@@ -170,7 +190,6 @@ async def test_overview_routes_take_a_key_and_show_only_its_tenant(tmp_path: Pat
             assert theirs == {
                 "counts": {"items": 0, "users": 0, "events": 0},
                 "recent": [],
-                "partial": False,
             }
             listed = (await client.get("/api/user-list", headers=rival)).json()
             assert listed["users"] == [] and listed["total"] == 0
