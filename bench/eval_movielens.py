@@ -5,8 +5,9 @@
         [--out bench/results/movielens_dislikes.md]
 
 For each pass (validation, then test) a fresh server is started on a real port over real
-files. The script upserts the catalog, records the history events (train, or train +
-validation for the test pass), calls RefreshModels and BatchBuildInterestTrees, and then calls
+files. The script writes the catalog and the history events (train, or train + validation for
+the test pass) to JSON Lines files and loads them with `interest-tree import`'s own code
+(bench/loading.py), calls RefreshModels and BatchBuildInterestTrees, and then calls
 Recommend for every user. It scores the held-out item, which the service never sees. Level
 weights are tuned on validation only. Popularity and EASE baselines are recomputed in the same
 run. Trees are built with naming off: the language model only renames nodes, and never changes
@@ -30,13 +31,15 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
-from interesttree.v1 import admin_pb2, catalog_pb2, interest_pb2, recommendation_pb2
+from interesttree.v1 import admin_pb2, interest_pb2, recommendation_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.loading import load_files
 from bench.metrics import METRIC_NAMES, Metrics, evaluate, metrics_from_ranks
 from bench.movielens_data import MovieLensSplits, load_movielens
 from server.app import Runtime, create_server
@@ -59,27 +62,25 @@ LEVEL_WEIGHT_GRID = [
 """The defaults first; bench/level_sweep.py has the finer sweep with diversity measures."""
 
 
-def item_requests(data: MovieLensSplits) -> list[catalog_pb2.UpsertItemsRequest]:
-    items = [
-        catalog_pb2.Item(
-            name=f"items/{movie.movie_id}",
-            title=movie.title,
-            tags=[g for g in movie.genres if g != "(no genres listed)"],
-        )
+def item_rows(data: MovieLensSplits) -> list[dict[str, Any]]:
+    """The catalog as rows of `interest-tree import items`: every movie, its genres as tags."""
+    return [
+        {
+            "id": movie.movie_id,
+            "title": movie.title,
+            "tags": [g for g in movie.genres if g != "(no genres listed)"],
+        }
         for movie in data.movies
     ]
-    return [
-        catalog_pb2.UpsertItemsRequest(items=items[start : start + 500])
-        for start in range(0, len(items), 500)
-    ]
 
 
-def event_requests(
+def event_rows(
     data: MovieLensSplits, *, for_test: bool, dislike_threshold: float | None = None
-) -> list[interest_pb2.RecordEventsRequest]:
-    """The history as events: no type (today's default), or, with `dislike_threshold`,
-    EVENT_TYPE_DISLIKE for every rating at or below it."""
-    events: list[interest_pb2.Event] = []
+) -> list[dict[str, Any]]:
+    """The history as rows of `interest-tree import events` (the held-out item of the pass is
+    never among them): no type (today's default), or, with `dislike_threshold`, `dislike` for
+    every rating at or below it. Times are the ratings' Unix seconds."""
+    rows: list[dict[str, Any]] = []
     for user in data.users:
         for item, stamp, rating in zip(
             user.history(for_test=for_test),
@@ -87,17 +88,15 @@ def event_requests(
             user.history_ratings(for_test=for_test),
             strict=True,
         ):
-            event = interest_pb2.Event(
-                user=f"users/{user.user_id}", item=f"items/{data.item_ids[item]}"
-            )
+            row: dict[str, Any] = {
+                "user": user.user_id,
+                "item": data.item_ids[item],
+                "time": int(stamp),
+            }
             if dislike_threshold is not None and rating <= dislike_threshold:
-                event.type = interest_pb2.EVENT_TYPE_DISLIKE
-            event.event_time.FromDatetime(datetime.fromtimestamp(stamp, tz=UTC))
-            events.append(event)
-    return [
-        interest_pb2.RecordEventsRequest(events=events[start : start + 10_000])
-        for start in range(0, len(events), 10_000)
-    ]
+                row["type"] = "dislike"
+            rows.append(row)
+    return rows
 
 
 async def load_service(
@@ -107,15 +106,14 @@ async def load_service(
     for_test: bool,
     dislike_threshold: float | None = None,
 ) -> dict[str, float]:
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    for request in item_requests(data):
-        await stubs.catalog.UpsertItems(request, timeout=600)
-    timings["upsert"] = time.perf_counter() - started
-    started = time.perf_counter()
-    for events in event_requests(data, for_test=for_test, dislike_threshold=dislike_threshold):
-        await stubs.interests.RecordEvents(events, timeout=600)
-    timings["events"] = time.perf_counter() - started
+    """Loads the pass through `interest-tree import`'s own code (bench/loading.py): the catalog
+    and the history written as JSON Lines files, then imported; "upsert" and "events" time the
+    imports. Then RefreshModels and every user's tree."""
+    timings = await load_files(
+        stubs.channel,
+        item_rows(data),
+        event_rows(data, for_test=for_test, dislike_threshold=dislike_threshold),
+    )
     started = time.perf_counter()
     await stubs.admin.RefreshModels(admin_pb2.RefreshModelsRequest(), timeout=1800)
     timings["refresh"] = time.perf_counter() - started

@@ -42,15 +42,17 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
-from interesttree.v1 import admin_pb2, catalog_pb2, interest_pb2, recommendation_pb2
+from interesttree.v1 import admin_pb2, interest_pb2, recommendation_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.beauty_data import BeautySplits, load_beauty
 from bench.eval_movielens import LoadedService, loaded_service
+from bench.loading import load_files
 from bench.metrics import Metrics, metrics_from_ranks
 from bench.movielens_data import MovieLensSplits, load_movielens
 from server.app import Runtime, create_server
@@ -438,36 +440,31 @@ async def main_movielens(args: argparse.Namespace) -> str:
 # --- Amazon Beauty ----------------------------------------------------------------------------
 
 
-def beauty_item_requests(data: BeautySplits) -> list[catalog_pb2.UpsertItemsRequest]:
-    items = [
-        catalog_pb2.Item(
-            name=f"items/{item.item_id}",
-            title=item.title,
-            categories=list(item.path),
-            tags=[item.brand] if item.brand else [],
-        )
+def beauty_item_rows(data: BeautySplits) -> list[dict[str, Any]]:
+    """The catalog as rows of `interest-tree import items`: the category path, the brand as a
+    tag."""
+    return [
+        {
+            "id": item.item_id,
+            "title": item.title,
+            "categories": list(item.path),
+            "tags": [item.brand] if item.brand else [],
+        }
         for item in data.items
     ]
-    return [
-        catalog_pb2.UpsertItemsRequest(items=items[start : start + 500])
-        for start in range(0, len(items), 500)
-    ]
 
 
-def beauty_event_requests(
-    data: BeautySplits, *, for_test: bool
-) -> list[interest_pb2.RecordEventsRequest]:
-    events: list[interest_pb2.Event] = []
-    for user in data.users:
-        for position, item in enumerate(user.history(for_test=for_test)):
-            event = interest_pb2.Event(
-                user=f"users/{user.user_id}", item=f"items/{data.items[item].item_id}"
-            )
-            event.event_time.FromDatetime(BEAUTY_EPOCH + timedelta(days=position))
-            events.append(event)
+def beauty_event_rows(data: BeautySplits, *, for_test: bool) -> list[dict[str, Any]]:
+    """The history of the pass as rows of `interest-tree import events` (no type), event k of
+    a user at BEAUTY_EPOCH + k days, in Unix seconds."""
     return [
-        interest_pb2.RecordEventsRequest(events=events[start : start + 10_000])
-        for start in range(0, len(events), 10_000)
+        {
+            "user": user.user_id,
+            "item": data.items[item].item_id,
+            "time": int((BEAUTY_EPOCH + timedelta(days=position)).timestamp()),
+        }
+        for user in data.users
+        for position, item in enumerate(user.history(for_test=for_test))
     ]
 
 
@@ -488,15 +485,9 @@ async def loaded_beauty_service(
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stubs = make_stubs(channel)
-            timings: dict[str, float] = {}
-            started = time.perf_counter()
-            for request in beauty_item_requests(data):
-                await stubs.catalog.UpsertItems(request, timeout=600)
-            timings["upsert"] = time.perf_counter() - started
-            started = time.perf_counter()
-            for events in beauty_event_requests(data, for_test=for_test):
-                await stubs.interests.RecordEvents(events, timeout=600)
-            timings["events"] = time.perf_counter() - started
+            timings = await load_files(
+                channel, beauty_item_rows(data), beauty_event_rows(data, for_test=for_test)
+            )
             started = time.perf_counter()
             await stubs.admin.RefreshModels(admin_pb2.RefreshModelsRequest(), timeout=1800)
             timings["refresh"] = time.perf_counter() - started

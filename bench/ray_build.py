@@ -25,11 +25,13 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import ray
-from interesttree.v1 import catalog_pb2, interest_pb2
+from interesttree.v1 import interest_pb2
 
+from bench.loading import load_memory_at
 from server.config import Settings
 from server.ray_build import build_trees_on_ray
 from taxonomy.trees.naming import NamingMode
@@ -42,26 +44,32 @@ CALL_TIMEOUT_S = 600.0
 
 
 def seed(server: ServerProcess, items: int, genres: int, users: int, events: int) -> None:
+    """The synthetic catalog and events, through `interest-tree import`'s own code (rows made
+    in memory, bench/loading.py)."""
     rng = np.random.default_rng(7)
-    catalog = catalog_pb2.UpsertItemsRequest()
-    for n in range(items):
-        genre = n % genres
-        catalog.items.add(
-            name=f"items/i{n}",
-            title=f"Item {n} of genre {genre}",
-            categories=[f"Genre {genre}", f"Shelf {genre}.{(n // genres) % 4}"],
-            tags=[f"tag{n % 7}"],
-        )
-    server.catalog.UpsertItems(catalog, timeout=CALL_TIMEOUT_S)
+    item_rows = [
+        {
+            "id": f"i{n}",
+            "title": f"Item {n} of genre {n % genres}",
+            "categories": [f"Genre {n % genres}", f"Shelf {n % genres}.{(n // genres) % 4}"],
+            "tags": [f"tag{n % 7}"],
+        }
+        for n in range(items)
+    ]
+    event_rows: list[dict[str, Any]] = []
     for u in range(users):
         liked = rng.choice(genres, size=3, replace=False)
-        request = interest_pb2.RecordEventsRequest()
         for k in range(events):
             genre = int(liked[k % 3])
             n = genre + genres * int(rng.integers(0, items // genres))
-            event = request.events.add(user=f"users/u{u:05d}", item=f"items/i{n}")
-            event.event_time.FromDatetime(START + timedelta(minutes=u * events + k))
-        server.interests.RecordEvents(request, timeout=CALL_TIMEOUT_S)
+            event_rows.append(
+                {
+                    "user": f"u{u:05d}",
+                    "item": f"i{n}",
+                    "time": START + timedelta(minutes=u * events + k),
+                }
+            )
+    load_memory_at(server.address, item_rows, event_rows)
 
 
 def server_round(server: ServerProcess, users: int) -> float:

@@ -4,7 +4,8 @@ old in-process training.
 Starts a real server in its own process (`serve` below: `Runtime` and `create_server`, data-only
 trees, SQLite), loads a synthetic catalog of `--items` items with caller vectors (so loading
 embeds nothing) in `--genres` genres, and `--users` users with `--events-per-user` events each
-(two genres a user, Zipf popularity within a genre), then trains once. Then, for each training
+(two genres a user, Zipf popularity within a genre), through `interest-tree import`'s own
+code (rows made in memory, bench/loading.py), then trains once. Then, for each training
 mode and each concurrency in `--concurrency`, against `--probe-users` users whose trees are
 built before timing:
 
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,13 @@ import numpy as np
 from interesttree.v1 import (
     admin_pb2,
     admin_pb2_grpc,
-    catalog_pb2,
     catalog_pb2_grpc,
-    interest_pb2,
     interest_pb2_grpc,
     recommendation_pb2,
     recommendation_pb2_grpc,
 )
+
+from bench.loading import client_for, import_memory
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 PHASES = re.compile(r"models refreshed: (.*)$")
@@ -142,49 +143,38 @@ class Server:
 # Data ---------------------------------------------------------------------------------------
 
 
-def item_batches(items: int, genres: int, dim: int) -> list[catalog_pb2.UpsertItemsRequest]:
+def item_rows(items: int, genres: int, dim: int) -> Iterator[dict[str, Any]]:
+    """The catalog as rows of `interest-tree import items`, each with its caller vector."""
     rng = np.random.default_rng(1)
     centroids = rng.normal(size=(genres, dim))
-    batches = []
-    for start in range(0, items, 1000):
-        batch = catalog_pb2.UpsertItemsRequest()
-        for n in range(start, min(items, start + 1000)):
-            genre = n % genres
-            vector = centroids[genre] + 0.7 * rng.normal(size=dim)
-            batch.items.add(
-                name=f"items/i{n}",
-                title=f"Item {n}",
-                categories=["Bench", f"Genre {genre}", f"Shelf {genre}.{(n // genres) % 4}"],
-                vector=vector.astype(np.float32).tolist(),
-            )
-        batches.append(batch)
-    return batches
+    for n in range(items):
+        genre = n % genres
+        vector = centroids[genre] + 0.7 * rng.normal(size=dim)
+        yield {
+            "id": f"i{n}",
+            "title": f"Item {n}",
+            "categories": ["Bench", f"Genre {genre}", f"Shelf {genre}.{(n // genres) % 4}"],
+            "vector": vector.astype(np.float32).tolist(),
+        }
 
 
-def event_batches(
+def event_rows(
     users: int, per_user: int, items: int, genres: int, prefix: str = "u", seed: int = 2
-) -> list[interest_pb2.RecordEventsRequest]:
+) -> Iterator[dict[str, Any]]:
+    """Views as rows of `interest-tree import events`: two genres a user, Zipf popularity."""
     rng = np.random.default_rng(seed)
     per_genre = items // genres
-    batches: list[interest_pb2.RecordEventsRequest] = []
-    batch = interest_pb2.RecordEventsRequest()
     for user in range(users):
         liked = rng.choice(genres, size=2, replace=False)
         for t in range(per_user):
             genre = int(liked[t % 2])
             rank = min(int(rng.zipf(1.3)) - 1, per_genre - 1)
-            event = batch.events.add(
-                user=f"users/{prefix}{user}",
-                item=f"items/i{rank * genres + genre}",
-                type=interest_pb2.EVENT_TYPE_VIEW,
-            )
-            event.event_time.FromDatetime(START + timedelta(minutes=t))
-        if len(batch.events) >= 9000:
-            batches.append(batch)
-            batch = interest_pb2.RecordEventsRequest()
-    if batch.events:
-        batches.append(batch)
-    return batches
+            yield {
+                "user": f"{prefix}{user}",
+                "item": f"i{rank * genres + genre}",
+                "type": "view",
+                "time": START + timedelta(minutes=t),
+            }
 
 
 # Load ---------------------------------------------------------------------------------------
@@ -253,8 +243,11 @@ async def measure(
         *(recommend_loop(server, users, deadline, n) for n in range(concurrency))
     )
     # New events, so that the refresh has something to train on.
-    for batch in event_batches(20, 5, 1000, 10, prefix=f"new{round_}-", seed=round_):
-        await server.interests.RecordEvents(batch)
+    await import_memory(
+        client_for(server.channel),
+        "events",
+        event_rows(20, 5, 1000, 10, prefix=f"new{round_}-", seed=round_),
+    )
     before = len(server.phases())
     spy = None
     if profile is not None:
@@ -317,12 +310,19 @@ async def run(args: argparse.Namespace) -> None:
         try:
             if not loaded:
                 t = time.monotonic()
-                for items in item_batches(args.items, args.genres, server.dim):
-                    await server.catalog.UpsertItems(items, timeout=600)
-                for events in event_batches(
-                    args.users, args.events_per_user, args.items, args.genres
-                ):
-                    await server.interests.RecordEvents(events, timeout=600)
+                # Through `interest-tree import`'s own code (bench/loading.py).
+                client = client_for(server.channel)
+                await import_memory(
+                    client,
+                    "items",
+                    item_rows(args.items, args.genres, server.dim),
+                    batch_size=1000,
+                )
+                await import_memory(
+                    client,
+                    "events",
+                    event_rows(args.users, args.events_per_user, args.items, args.genres),
+                )
                 print(f"loaded in {time.monotonic() - t:.1f} s", flush=True)
                 t = time.monotonic()
                 await server.admin.RefreshModels(admin_pb2.RefreshModelsRequest(), timeout=3600)

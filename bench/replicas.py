@@ -23,11 +23,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from interesttree.v1 import catalog_pb2, interest_pb2
 
-from tests.reliability.processes import load_sample
+from bench.loading import load_memory_at
+from server.demo import sample_rows
+from tests.reliability.support import START
 from tests.storage.postgres_server import running_postgres
 from tests.storage.replicas import (
     CALL_TIMEOUT_S,
@@ -38,20 +41,18 @@ from tests.storage.replicas import (
 )
 
 
-def extra_items(count: int, dim: int, seed: int = 11) -> list[catalog_pb2.UpsertItemsRequest]:
+def extra_item_rows(count: int, dim: int, seed: int = 11) -> list[dict[str, Any]]:
+    """Items with random caller vectors, as rows of `interest-tree import items`."""
     rng = np.random.default_rng(seed)
-    batches: list[catalog_pb2.UpsertItemsRequest] = []
-    for start in range(0, count, 1000):
-        batch = catalog_pb2.UpsertItemsRequest()
-        for n in range(start, min(count, start + 1000)):
-            batch.items.add(
-                name=f"items/extra-{n}",
-                title=f"Extra item {n}",
-                categories=["Extra", f"Shelf {n % 20}"],
-                vector=rng.normal(size=dim).astype(np.float32).tolist(),
-            )
-        batches.append(batch)
-    return batches
+    return [
+        {
+            "id": f"extra-{n}",
+            "title": f"Extra item {n}",
+            "categories": ["Extra", f"Shelf {n % 20}"],
+            "vector": rng.normal(size=dim).astype(np.float32).tolist(),
+        }
+        for n in range(count)
+    ]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -72,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         replica_pair(server, Path(directory), poll_interval_s=args.replica_poll_s) as pair,
     ):
         a, b = pair.a, pair.b
-        load_sample(a)
-        for batch in extra_items(args.extra_items, pair.embeddings.dim):
-            a.catalog.UpsertItems(batch, timeout=120)
+        # The sample and the extra items, through `interest-tree import`'s own code.
+        items, events = sample_rows(START)
+        items += extra_item_rows(args.extra_items, pair.embeddings.dim)
+        load_memory_at(a.address, items, events)
         a.interests.BuildInterestTree(
             interest_pb2.BuildInterestTreeRequest(user="users/alice"), timeout=CALL_TIMEOUT_S
         )

@@ -2,7 +2,8 @@
 
 For each size in `--items`, one `interest-tree serve` process (no LLM, the hash embeddings of
 tests/reliability/embeddings.py, so no item text is embedded: every item brings a caller
-vector) gets a synthetic catalog: `--categories` categories of 8 shelves each, item vectors
+vector) gets a synthetic catalog, loaded through `interest-tree import`'s own code (rows made
+in memory, bench/loading.py): `--categories` categories of 8 shelves each, item vectors
 around their category's centre. Users are items/5, each with about `--events-per-user` events
 walking 2 or 3 categories (so the collaborative model learns something). Then:
 
@@ -33,32 +34,25 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from interesttree.v1 import (
     admin_pb2,
     admin_pb2_grpc,
-    catalog_pb2,
-    catalog_pb2_grpc,
-    interest_pb2,
-    interest_pb2_grpc,
     recommendation_pb2,
     recommendation_pb2_grpc,
 )
 
+from bench.loading import client_for, import_memory
 from tests.reliability.embeddings import HashEmbeddings
 from tests.reliability.processes import ServerProcess, start_server
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 SHELVES = 8
-LOAD_IN_FLIGHT = 4
 REFRESH_TIMEOUT_S = 3600.0
-
-Request = TypeVar("Request")
 
 
 @dataclass(frozen=True)
@@ -73,25 +67,24 @@ class Catalog:
     def category(self, item: int) -> int:
         return item % self.categories
 
-    def item_batches(self) -> Iterator[catalog_pb2.UpsertItemsRequest]:
+    def item_rows(self) -> Iterator[dict[str, Any]]:
+        """The catalog as rows of `interest-tree import items`, each with its caller vector."""
         rng = np.random.default_rng(self.seed)
         centres = rng.normal(size=(self.categories * SHELVES, self.dim)).astype(np.float32)
         for start in range(0, self.items, 1000):
-            batch = catalog_pb2.UpsertItemsRequest()
             count = min(self.items, start + 1000) - start
             noise = rng.normal(scale=0.6, size=(count, self.dim)).astype(np.float32)
             for offset in range(count):
                 n = start + offset
                 category, shelf = self.category(n), (n // self.categories) % SHELVES
                 vector = centres[category * SHELVES + shelf] + noise[offset]
-                batch.items.add(
-                    name=f"items/i{n}",
-                    title=f"Item {n}",
-                    categories=[f"Category {category}", f"Shelf {category}.{shelf}"],
-                    tags=[f"tag{(n // 7) % 50}"],
-                    vector=vector.tolist(),
-                )
-            yield batch
+                yield {
+                    "id": f"i{n}",
+                    "title": f"Item {n}",
+                    "categories": [f"Category {category}", f"Shelf {category}.{shelf}"],
+                    "tags": [f"tag{(n // 7) % 50}"],
+                    "vector": vector.tolist(),
+                }
 
     def user_events(self, user: int, rng: np.random.Generator, count: int) -> list[int]:
         """Items of 2 or 3 categories, the user's favourite category most often."""
@@ -101,26 +94,19 @@ class Catalog:
         picks = rng.choice(chosen, size=count, p=weights / weights.sum())
         return [int(c) + self.categories * int(rng.integers(per_category)) for c in picks]
 
-    def event_batches(
+    def event_rows(
         self, users: range, count: int, seed: int, day: int = 0
-    ) -> Iterator[interest_pb2.RecordEventsRequest]:
+    ) -> Iterator[dict[str, Any]]:
+        """Views as rows of `interest-tree import events`, a minute apart."""
         rng = np.random.default_rng(seed)
-        batch = interest_pb2.RecordEventsRequest()
         for user in users:
             for position, item in enumerate(self.user_events(user, rng, count)):
-                stamp = Timestamp()
-                stamp.FromDatetime(START + timedelta(days=day, minutes=position))
-                batch.events.add(
-                    user=f"users/u{user}",
-                    item=f"items/i{item}",
-                    type=interest_pb2.EVENT_TYPE_VIEW,
-                    event_time=stamp,
-                )
-                if len(batch.events) == 10_000:
-                    yield batch
-                    batch = interest_pb2.RecordEventsRequest()
-        if batch.events:
-            yield batch
+                yield {
+                    "user": f"u{user}",
+                    "item": f"i{item}",
+                    "type": "view",
+                    "time": START + timedelta(days=day, minutes=position),
+                }
 
 
 @dataclass(frozen=True)
@@ -191,19 +177,6 @@ async def peak_tree_rss(pid: int, until: asyncio.Future[Any]) -> float:
     return peak
 
 
-async def feed(requests: Iterator[Request], send: Callable[[Request], Awaitable[object]]) -> None:
-    """`LOAD_IN_FLIGHT` requests in flight at once."""
-    pending: set[asyncio.Future[object]] = set()
-    for request in requests:
-        pending.add(asyncio.ensure_future(send(request)))
-        if len(pending) >= LOAD_IN_FLIGHT:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-    for task in pending:
-        await task
-
-
 @dataclass
 class SizeResult:
     catalog: Catalog
@@ -235,17 +208,18 @@ async def bench_size(
         server.address,
         options=[("grpc.max_send_message_length", 64 << 20)],
     ) as channel:
-        items = catalog_pb2_grpc.CatalogServiceStub(channel)
-        interests = interest_pb2_grpc.InterestServiceStub(channel)
         admin = admin_pb2_grpc.AdminServiceStub(channel)
         recommender = recommendation_pb2_grpc.RecommendationServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
 
+        client = client_for(channel)
         started = time.perf_counter()
-        await feed(catalog.item_batches(), lambda r: items.UpsertItems(r, timeout=600))
-        await feed(
-            catalog.event_batches(range(catalog.users), catalog.events_per_user, catalog.seed),
-            lambda r: interests.RecordEvents(r, timeout=600),
+        # Through `interest-tree import`'s own code (bench/loading.py), rows made in memory.
+        await import_memory(client, "items", catalog.item_rows(), batch_size=1000)
+        await import_memory(
+            client,
+            "events",
+            catalog.event_rows(range(catalog.users), catalog.events_per_user, catalog.seed),
         )
         load_s = time.perf_counter() - started
         rss_loaded = memory_mib(pid)
@@ -293,9 +267,8 @@ async def bench_size(
         )
         if during_refresh:
             more = range(0, catalog.users, 10)
-            await feed(
-                catalog.event_batches(more, 5, catalog.seed + 1, day=1),
-                lambda r: interests.RecordEvents(r, timeout=600),
+            await import_memory(
+                client, "events", catalog.event_rows(more, 5, catalog.seed + 1, day=1)
             )
             started = time.perf_counter()
             running = asyncio.ensure_future(

@@ -76,6 +76,7 @@ from sklearn.metrics import adjusted_mutual_info_score
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.amazon_data import MagazineData, load_magazines
+from bench.loading import load_engine
 from server.app import Runtime
 from server.config import Settings
 from taxonomy.embedder import SentenceTransformerEmbedder, packaged_minilm_path
@@ -397,10 +398,8 @@ async def open_engine(
     store = SqliteStore(directory / "interest-tree.sqlite3")
     engine = InterestEngine(store, directory, embedder, chat, EngineConfig(naming_mode=mode))
     await engine.start()
-    await engine.catalog.upsert_items(items)
-    await engine.events.record_events(
-        data.events_in_time_order(), request_id="amazon-magazine-5core"
-    )
+    # Through `interest-tree import`'s own code (JSON Lines files, bench/loading.py).
+    await load_engine(engine, items, data.events_in_time_order())
     return engine
 
 
@@ -1030,10 +1029,8 @@ async def open_taxonomy_engine(
     store = SqliteStore(directory / "interest-tree.sqlite3")
     engine = InterestEngine(store, directory, embedder, chat, config)
     await engine.start()
-    await engine.catalog.upsert_items(items)
-    await engine.events.record_events(
-        data.events_in_time_order(), request_id="amazon-magazine-5core"
-    )
+    # Through `interest-tree import`'s own code (JSON Lines files, bench/loading.py).
+    await load_engine(engine, items, data.events_in_time_order())
     return engine
 
 

@@ -38,12 +38,13 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from interesttree.v1 import interest_pb2, recommendation_pb2, recommendation_pb2_grpc
 
+from bench.loading import client_for, import_memory
 from server.app import Runtime, create_server
 from server.auth.gate import Gate, metadata_token
 from server.auth.roles import Role
 from server.auth.tls import TlsFiles
 from server.config import Settings
-from server.demo import sample_requests
+from server.demo import sample_rows
 from taxonomy.trees.naming import NamingMode
 from tests.conftest import Stubs, make_stubs
 from tests.server.test_tls import write_pki
@@ -68,13 +69,18 @@ class Port:
     keyed: bool
 
 
-async def load(stubs: Stubs, metadata: tuple[tuple[str, str], ...], dim: int, seed: int) -> None:
-    items, events = sample_requests(START)
+async def load(stubs: Stubs, api_key: str | None, dim: int, seed: int) -> None:
+    """The sample, each item with a random caller vector, through `interest-tree import`'s own
+    code (rows made in memory, bench/loading.py), into the tenant of `api_key`; then the
+    users' trees."""
+    items, events = sample_rows(START)
     rng = np.random.default_rng(seed)
-    for item in items.items:
-        item.vector[:] = rng.normal(size=dim).astype(np.float32).tolist()
-    await stubs.catalog.UpsertItems(items, metadata=metadata)
-    await stubs.interests.RecordEvents(events, metadata=metadata)
+    for item in items:
+        item["vector"] = rng.normal(size=dim).astype(np.float32).tolist()
+    async with client_for(stubs.channel, api_key) as client:
+        await import_memory(client, "items", items)
+        await import_memory(client, "events", events)
+    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
     for user in USERS:
         await stubs.interests.BuildInterestTree(
             interest_pb2.BuildInterestTreeRequest(user=f"users/{user}"), metadata=metadata
@@ -171,14 +177,14 @@ async def run(tenants: int, requests: int, concurrency: int, rounds: int) -> Non
             ports.append(Port(name, channel, make_stubs(channel), server, gate is not None))
         dim = runtime.engine.embedder.dim
         baseline_rss = rss_mib()
-        await load(ports[0].stubs, (), dim, seed=0)  # the default tenant, for the insecure port
+        await load(ports[0].stubs, None, dim, seed=0)  # the default tenant, for the insecure port
         keys: list[str] = []
         rows: list[tuple[int, str, float, float, float]] = []
         memory: list[tuple[int, float]] = [(0, baseline_rss)]
         for count in sorted({1, tenants}):
             while len(keys) < count:
                 _, key = runtime.keys.create(f"t{len(keys)}", Role.ADMIN)
-                await load(ports[1].stubs, (("authorization", f"Bearer {key}"),), dim, len(keys))
+                await load(ports[1].stubs, key, dim, len(keys))
                 keys.append(key)
             memory.append((count, rss_mib()))
             samples: dict[str, list[tuple[float, float]]] = {port.name: [] for port in ports}

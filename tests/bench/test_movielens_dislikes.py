@@ -8,11 +8,12 @@ from interesttree.v1 import interest_pb2
 
 from bench.eval_movielens import (
     disliked_neighbour_share,
-    event_requests,
+    event_rows,
     item_neighbours,
     list_ranks,
 )
 from bench.movielens_data import Movie, MovieLensSplits, UserSplit
+from server.importer import NAMED, to_event
 
 
 def _splits() -> MovieLensSplits:
@@ -33,8 +34,9 @@ def _splits() -> MovieLensSplits:
 
 
 def _types(data: MovieLensSplits, *, for_test: bool, cut: float | None) -> dict[str, int]:
-    requests = event_requests(data, for_test=for_test, dislike_threshold=cut)
-    return {event.item: event.type for request in requests for event in request.events}
+    rows = event_rows(data, for_test=for_test, dislike_threshold=cut)
+    events = [to_event(row, NAMED["events"]) for row in rows]
+    return {event.item: event.type for event in events}
 
 
 def test_only_history_ratings_at_or_below_the_threshold_become_dislikes() -> None:
