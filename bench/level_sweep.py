@@ -577,8 +577,9 @@ def reference_note(reference: Reference) -> str:
         f"Same users, offline: leak-free popularity NDCG@10 {p.ndcg10:.4f} "
         f"(SE {reference.popularity_se:.4f}) / Recall@10 {p.recall10:.4f}. "
         f"{reference.outside_vocabulary:.1%} of the targets are outside the collaborative "
-        f"vocabulary ({reference.vocabulary_size:,} most frequent items of 12,101, the "
-        f"service's `max_items` cap) and {reference.cold:.1%} occur in no history of the pass."
+        f"vocabulary ({reference.vocabulary_size:,} items of 12,101 learned from events; "
+        f"`max_items` caps it, by default at no limit) and {reference.cold:.1%} occur in no "
+        "history of the pass (those are placed from their text vectors)."
     )
 
 

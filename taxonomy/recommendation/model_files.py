@@ -6,15 +6,18 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from index import HnswIndex
 from index.atomic import atomic_write
 from taxonomy.recommendation.collaborative_model import CollaborativeModel, Weighting
 
 MODEL_FILE = "collaborative.npz"
+INDEX_DIR = "collaborative-index"
 
 
 def save_model(directory: Path, model: CollaborativeModel, event_count: int) -> None:
@@ -52,6 +55,22 @@ def save_model(directory: Path, model: CollaborativeModel, event_count: int) -> 
 def delete_model(directory: Path) -> None:
     """Removes the saved model, so that a restart cannot bring back what it learned."""
     (directory / MODEL_FILE).unlink(missing_ok=True)
+    shutil.rmtree(directory / INDEX_DIR, ignore_errors=True)
+
+
+def save_index(directory: Path, index: HnswIndex) -> None:
+    """Saves the training process's HNSW index of the model's items beside the model file;
+    written before the model file, which stays the commit point of a training."""
+    index.save(directory / INDEX_DIR)
+
+
+def load_index(directory: Path) -> HnswIndex | None:
+    """The saved index, or None when there is none or it cannot be read (then the caller
+    builds one from the model)."""
+    try:
+        return HnswIndex.load(directory / INDEX_DIR)
+    except (OSError, ValueError):
+        return None
 
 
 def load_model(directory: Path) -> tuple[CollaborativeModel, int] | None:

@@ -20,7 +20,7 @@ from taxonomy.models import Item
 from taxonomy.ports import CATALOG_VERSION_KEY, Store
 from taxonomy.recommendation.collaborative_model import CollaborativeModel
 from taxonomy.recommendation.collaborative_space import CollaborativeRetrieval, build_retrieval
-from taxonomy.recommendation.model_files import delete_model, load_model, save_model
+from taxonomy.recommendation.model_files import delete_model, load_index, load_model, save_model
 from taxonomy.recommendation.service import Recommender
 from taxonomy.recommendation.spaces import TEXT_SPACE
 from taxonomy.recommendation.training import CollaborativeConfig
@@ -132,7 +132,9 @@ class ModelRefresher:
         self, config: CollaborativeConfig, phases: dict[str, float]
     ) -> CollaborativeRetrieval | None:
         started = time.perf_counter()
-        if self._store_spec is None or self.train_in_process:
+        spec = None if self.train_in_process else self._store_spec
+        from_child = spec is not None
+        if spec is None:
             trained = await asyncio.to_thread(train_from_store, self._store, config)
             if trained is not None:
                 await asyncio.to_thread(save_model, self._models_dir, *trained)
@@ -140,7 +142,7 @@ class ModelRefresher:
             started = time.perf_counter()
         else:
             job = TrainingJob(
-                self._store_spec,
+                spec,
                 config,
                 str(self._models_dir),
                 str(self.pause_file) if self.pause_file is not None else None,
@@ -152,7 +154,7 @@ class ModelRefresher:
         if trained is None:
             logger.warning("not enough events to train collaborative vectors yet")
             return None
-        retrieval = await asyncio.to_thread(self._publish_and_index, *trained)
+        retrieval = await asyncio.to_thread(self._publish_and_index, *trained, from_child)
         phases["index_s"] = time.perf_counter() - started
         return retrieval
 
@@ -169,12 +171,15 @@ class ModelRefresher:
         return loaded
 
     def _publish_and_index(
-        self, model: CollaborativeModel, event_count: int
+        self, model: CollaborativeModel, event_count: int, from_child: bool
     ) -> CollaborativeRetrieval:
         if self.on_trained is not None:
             self.on_trained(event_count)
         live = set(self._catalog_index.index.ids())
-        retrieval = build_retrieval(model, event_count, self._config.hnsw_ef_search, live)
+        # The child saved the index of the model's items: loading the graph leaves the serving
+        # cores to Recommend, where building it did not (build_retrieval checks it matches).
+        prebuilt = load_index(self._models_dir) if from_child else None
+        retrieval = build_retrieval(model, event_count, self._config.hnsw_ef_search, live, prebuilt)
         # Items upserted after the child's snapshot were placed in the old model only: place
         # them in the new one too, or they would vanish from the collaborative space until the
         # next refresh.

@@ -34,8 +34,8 @@ from taxonomy.events.history import is_interest
 from taxonomy.models import Event
 from taxonomy.ports import Store
 from taxonomy.recommendation.collaborative_model import CollaborativeModel
-from taxonomy.recommendation.collaborative_space import train_collaborative
-from taxonomy.recommendation.model_files import save_model
+from taxonomy.recommendation.collaborative_space import prebuilt_index, train_collaborative
+from taxonomy.recommendation.model_files import save_index, save_model
 from taxonomy.recommendation.spaces import TEXT_SPACE
 from taxonomy.recommendation.training import CollaborativeConfig
 
@@ -129,6 +129,7 @@ def _train_and_save(job: TrainingJob) -> int | None:
     if trained is None:
         return None
     model, event_count = trained
+    save_index(Path(job.models_dir), prebuilt_index(model))
     if job.pause_file is not None:
         _pause(Path(job.pause_file))
     save_model(Path(job.models_dir), model, event_count)

@@ -15,7 +15,8 @@ import pytest
 from taxonomy.engine import InterestEngine
 from taxonomy.errors import UnavailableError
 from taxonomy.models import Event, Item
-from taxonomy.recommendation.model_files import MODEL_FILE
+from taxonomy.recommendation.collaborative_space import build_retrieval
+from taxonomy.recommendation.model_files import MODEL_FILE, load_index
 from taxonomy.recommendation.service import RecommendQuery
 from taxonomy.refresh.worker import StoreSpec
 
@@ -165,4 +166,24 @@ async def test_an_item_upserted_while_the_child_trains_is_placed_in_the_new_mode
     assert swapped is not None and swapped is not old
     assert swapped.model.index_of("folk-new") is None  # not in the child's snapshot
     assert "folk-new" in swapped.space.index
+    await engine.close()
+
+
+async def test_the_child_builds_the_index_and_the_server_only_loads_it(tmp_path: Path) -> None:
+    engine = await trained_engine(tmp_path)
+    serving = engine.recommender.collaborative
+    assert serving is not None
+    saved = load_index(tmp_path / "models")
+    assert saved is not None and set(saved.ids()) == set(serving.model.item_ids)
+
+    live = set(serving.model.item_ids) - {"folk-0"}
+    reused = build_retrieval(serving.model, serving.event_count, 64, live, saved)
+    assert reused.space.index is saved  # the graph is loaded, not rebuilt
+    assert "folk-0" not in saved and len(saved) == len(live)
+    # An index of other items (another training's) is not trusted: the server builds its own.
+    stale = load_index(tmp_path / "models")
+    assert stale is not None
+    stale.delete(["folk-1"])
+    rebuilt = build_retrieval(serving.model, serving.event_count, 64, live, stale)
+    assert rebuilt.space.index is not stale and set(rebuilt.space.index.ids()) == live
     await engine.close()
