@@ -183,10 +183,10 @@ class ModelRefresher:
         # Items upserted after the child's snapshot were placed in the old model only: place
         # them in the new one too, or they would vanish from the collaborative space until the
         # next refresh.
-        ids, matrix = self._store.item_vectors(TEXT_SPACE)
-        late = [row for row, item_id in enumerate(ids) if item_id in live]
+        # Only those few are read, from the in-memory text index: not every stored vector.
+        late = [item_id for item_id in live if model.index_of(item_id) is None]
         if late:
-            retrieval.place([ids[row] for row in late], matrix[late])
+            retrieval.place(late, self._catalog_index.index.get_vectors(late))
         return retrieval
 
     async def refresh_if_stale(self) -> bool:
